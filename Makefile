@@ -1,0 +1,44 @@
+# Every target that runs code first builds its own environment in .venv (idempotent).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo lint lambda-zip clean help
+
+help:
+	@echo "make test        create .venv and run the test suite"
+	@echo "make demo        create .venv and run the pipeline on an embedded moto server"
+	@echo "make lint        ruff + mypy"
+	@echo "make lambda-zip  dist/backup-lambda.zip (no pyarrow, no duckdb)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/ddb-backup demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# The Lambda runtime ships boto3/botocore; the zip adds our package and powertools only.
+lambda-zip: $(STAMP)
+	rm -rf build/lambda dist/backup-lambda.zip
+	mkdir -p build/lambda dist
+	$(BIN)/python -m pip install --quiet --no-deps --target build/lambda \
+		"$$($(BIN)/python -c 'import importlib.metadata as m; print("aws-lambda-powertools==" + m.version("aws-lambda-powertools"))')"
+	cp -r backup_lambda build/lambda/
+	find build/lambda -name '__pycache__' -prune -exec rm -rf {} +
+	cd build/lambda && $(abspath $(BIN))/python -m zipfile -c ../../dist/backup-lambda.zip .
+	@$(BIN)/python -c "import os; print('dist/backup-lambda.zip', os.path.getsize('dist/backup-lambda.zip'), 'bytes')"
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

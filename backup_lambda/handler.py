@@ -1,0 +1,40 @@
+"""Lambda entry point: DynamoDB Streams -> versioned S3 objects (see docs/FORMAT.md)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from botocore.config import Config as BotoConfig
+
+from backup_lambda.config import Config
+from backup_lambda.processor import process_event
+from backup_lambda.writer import ChangeWriter
+
+logger = Logger(service="ddb-backup")
+metrics = Metrics(namespace="ddb-backup", service="ddb-backup")
+
+_writer: ChangeWriter | None = None
+
+
+def _build_writer() -> ChangeWriter:
+    config = Config.from_env(os.environ)
+    s3 = boto3.client(
+        "s3",
+        config=BotoConfig(
+            retries={"mode": "standard", "max_attempts": 8},
+            max_pool_connections=config.max_workers,
+        ),
+    )
+    return ChangeWriter(s3, config.bucket, config.prefix, max_workers=config.max_workers)
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    global _writer  # noqa: PLW0603 - one client per container, built on first use
+    if _writer is None:
+        _writer = _build_writer()
+    return process_event(event, _writer, logger, metrics).response()

@@ -1,0 +1,1 @@
+"""Layout reading, folding and snapshots."""

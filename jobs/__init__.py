@@ -1,0 +1,1 @@
+"""Runnable jobs: the ddb-backup CLI."""

@@ -1,0 +1,9 @@
+"""`python -m jobs` is the `ddb-backup` command."""
+
+from __future__ import annotations
+
+import sys
+
+from jobs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,74 @@
+"""The `ddb-backup` command line: argument parsing and one clear line per failure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from botocore.exceptions import BotoCoreError, NoCredentialsError
+
+from backup_lambda.errors import BackupError, NotFoundError, UserInputError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _common(require_table: bool = True) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--bucket", required=True, help="the backup bucket")
+    parent.add_argument(
+        "--table", required=require_table, help="source table name as recorded in the backup"
+    )
+    parent.add_argument("--prefix", default="", help="folder in the bucket (default: root)")
+    parent.add_argument(
+        "--endpoint-url", default=None, help="AWS endpoint override (else the boto3 settings)"
+    )
+    parent.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line"
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jobs import demo, history  # commands import lazily: `--help` stays fast
+
+    parser = argparse.ArgumentParser(
+        prog="ddb-backup",
+        description="Incremental, point-in-time DynamoDB backups on S3.",
+        epilog="Times are ISO-8601 with an offset or Z (2026-11-28T14:00:00Z), or epoch "
+        "seconds. Exit status: 0 ok, 1 error, 2 bad usage or input, 3 not found.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    history.register(commands, _common())
+    demo.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Command = args.run
+    try:
+        return run(args)
+    except UserInputError as e:
+        return _fail(str(e), EXIT_USAGE)
+    except NotFoundError as e:
+        return _fail(str(e), EXIT_NOT_FOUND)
+    except BackupError as e:
+        return _fail(str(e), EXIT_ERROR)
+    except NoCredentialsError:
+        return _fail("no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID)", EXIT_ERROR)
+    except BotoCoreError as e:
+        return _fail(f"AWS request failed: {e}", EXIT_ERROR)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"ddb-backup: error: {message}", file=sys.stderr)
+    return code

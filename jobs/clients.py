@@ -1,0 +1,35 @@
+"""AWS clients for the CLI, built once at the edge from the standard boto3 settings."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+DEFAULT_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    endpoint_url: str | None = None
+    max_pool_connections: int = 32
+
+
+def make_client(service: str, settings: AwsSettings) -> Any:
+    session = boto3.session.Session()
+    return session.client(
+        service,  # type: ignore[call-overload]
+        endpoint_url=settings.endpoint_url,
+        region_name=session.region_name or DEFAULT_REGION,
+        config=BotoConfig(
+            retries={"mode": "standard", "max_attempts": 8},
+            max_pool_connections=settings.max_pool_connections,
+        ),
+    )
+
+
+def settings_from(args: argparse.Namespace) -> AwsSettings:
+    return AwsSettings(endpoint_url=getattr(args, "endpoint_url", None))
