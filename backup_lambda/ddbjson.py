@@ -23,6 +23,9 @@ _MAX_DIGITS = 38
 _MIN_ADJUSTED_EXP = -130
 _MAX_ADJUSTED_EXP = 125
 
+# Enough precision that normalize() never rounds a DynamoDB number (the default is 28).
+EXACT = decimal.Context(prec=200, Emax=999_999, Emin=-999_999)
+
 AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
 
@@ -37,12 +40,22 @@ def _parse_number(text: object, where: str) -> decimal.Decimal:
     if not value.is_finite():
         raise InvalidValueError(f"{where}: {text!r} is not a finite number")
     if value != 0:
-        digits = len(value.normalize().as_tuple().digits)
+        # Checked without arithmetic: normalize() would round to the context's 28 digits
+        # and raise decimal.Overflow on huge exponents.
+        digits = len(_significand(value)[1])
         if digits > _MAX_DIGITS:
             raise InvalidValueError(f"{where}: {text!r} has more than 38 significant digits")
         if not _MIN_ADJUSTED_EXP <= value.adjusted() <= _MAX_ADJUSTED_EXP:
             raise InvalidValueError(f"{where}: {text!r} is outside DynamoDB's number range")
     return value
+
+
+def _significand(value: decimal.Decimal) -> tuple[int, str, int]:
+    """(sign, digits without trailing zeros, exponent) of a finite non-zero value, exactly."""
+    sign, digits, exponent = value.as_tuple()
+    text = "".join(map(str, digits))
+    stripped = text.rstrip("0")
+    return sign, stripped, int(exponent) + len(text) - len(stripped)
 
 
 def _parse_binary(text: object, where: str) -> bytes:
@@ -98,7 +111,7 @@ def _validate_set(tag: str, inner: object, where: str) -> None:
             _check_utf8(element, where)
             canon: object = element
         elif member == "N":
-            canon = _parse_number(element, where).normalize()
+            canon = canonical_number(element, where)
         else:
             canon = _parse_binary(element, where)
         if canon in seen:
@@ -124,14 +137,13 @@ def validate_item(item: object, where: str = "item") -> None:
         validate_value(value, f"{where}.{name}")
 
 
-def canonical_number(text: str) -> str:
+def canonical_number(text: str, where: str = "number") -> str:
     """One spelling per numeric value: '1', '1.0' and '10E-1' all give '1e0'."""
-    value = _parse_number(text, "number")
+    value = _parse_number(text, where)
     if value == 0:
         return "0"
-    sign, digits, exponent = value.normalize().as_tuple()
-    assert isinstance(exponent, int)  # finite, checked above
-    return f"{'-' if sign else ''}{''.join(map(str, digits))}e{exponent}"
+    sign, digits, exponent = _significand(value)
+    return f"{'-' if sign else ''}{digits}e{exponent}"
 
 
 def canonical_key_value(value: object, where: str = "key") -> list[str]:
@@ -142,7 +154,7 @@ def canonical_key_value(value: object, where: str = "key") -> list[str]:
     if tag == "S":
         return ["S", inner]
     if tag == "N":
-        return ["N", canonical_number(inner)]
+        return ["N", canonical_number(inner, where)]
     if tag == "B":
         return ["B", base64.b64encode(_parse_binary(inner, where)).decode("ascii")]
     raise InvalidValueError(f"{where}: key attributes must be S, N or B, not {tag}")

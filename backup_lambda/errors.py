@@ -33,3 +33,7 @@ class UserInputError(BackupError):
 
 class CorruptVersionError(BackupError):
     """An object version in the backup bucket is not a valid change document."""
+
+
+class ConflictError(BackupError):
+    """Another run committed first (a conditional write failed)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import decimal
 import json
@@ -61,3 +62,14 @@ def _key_value(name: str, value: Any) -> dict[str, Any]:
     raise UserInputError(
         f"--key {name}: key values are strings, numbers or typed like {{\"B\": \"<base64>\"}}"
     )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value

@@ -8,12 +8,13 @@ from collections.abc import Callable, Sequence
 
 from botocore.exceptions import BotoCoreError, NoCredentialsError
 
-from backup_lambda.errors import BackupError, NotFoundError, UserInputError
+from backup_lambda.errors import BackupError, ConflictError, NotFoundError, UserInputError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
+EXIT_CONFLICT = 4
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -35,15 +36,17 @@ def _common(require_table: bool = True) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobs import demo, history  # commands import lazily: `--help` stays fast
+    from jobs import compact, demo, history, snapshots
 
     parser = argparse.ArgumentParser(
         prog="ddb-backup",
         description="Incremental, point-in-time DynamoDB backups on S3.",
         epilog="Times are ISO-8601 with an offset or Z (2026-11-28T14:00:00Z), or epoch "
-        "seconds. Exit status: 0 ok, 1 error, 2 bad usage or input, 3 not found.",
+        "seconds. Exit status: 0 ok, 1 error, 2 bad usage or input, 3 not found, 4 lost a commit race.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    compact.register(commands, _common())
+    snapshots.register(commands, _common())
     history.register(commands, _common())
     demo.register(commands)
     return parser
@@ -59,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e), EXIT_USAGE)
     except NotFoundError as e:
         return _fail(str(e), EXIT_NOT_FOUND)
+    except ConflictError as e:
+        return _fail(str(e), EXIT_CONFLICT)
     except BackupError as e:
         return _fail(str(e), EXIT_ERROR)
     except NoCredentialsError:

@@ -31,5 +31,8 @@ def make_client(service: str, settings: AwsSettings) -> Any:
     )
 
 
-def settings_from(args: argparse.Namespace) -> AwsSettings:
-    return AwsSettings(endpoint_url=getattr(args, "endpoint_url", None))
+def settings_from(args: argparse.Namespace, max_pool_connections: int = 32) -> AwsSettings:
+    return AwsSettings(
+        endpoint_url=getattr(args, "endpoint_url", None),
+        max_pool_connections=max_pool_connections,
+    )

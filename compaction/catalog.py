@@ -1,0 +1,103 @@
+"""Where snapshots live, how they are found, and the atomic commit of a manifest.
+
+    <prefix>/<table>/v1/snapshots/<id>/manifest.json          (written last, If-None-Match)
+    <prefix>/<table>/v1/snapshots/<id>/run-<run>/parquet/...  (data files, written first)
+    <prefix>/<table>/v1/snapshots/<id>/run-<run>/export/data/*.json.gz
+
+A snapshot exists only once its manifest exists; readers trust only files it lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from backup_lambda.errors import ConflictError
+from backup_lambda.layout import LAYOUT_DIR, table_root
+from compaction.manifest import Manifest
+from compaction.s3errors import translate
+
+
+def snapshots_prefix(prefix: str, table: str) -> str:
+    return f"{table_root(prefix, table)}{LAYOUT_DIR}/snapshots/"
+
+
+def manifest_key(prefix: str, table: str, snapshot: str) -> str:
+    return f"{snapshots_prefix(prefix, table)}{snapshot}/manifest.json"
+
+
+def run_prefix(prefix: str, table: str, snapshot: str, run_id: str) -> str:
+    return f"{snapshots_prefix(prefix, table)}{snapshot}/run-{run_id}/"
+
+
+def list_snapshot_ids(s3: Any, bucket: str, prefix: str, table: str) -> list[str]:
+    """Ids of snapshot folders (committed or not), oldest first."""
+    root = snapshots_prefix(prefix, table)
+    ids: list[str] = []
+    paginator = s3.get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=bucket, Prefix=root, Delimiter="/"):
+            ids += [p["Prefix"][len(root) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
+    except (ClientError, BotoCoreError) as e:
+        raise translate(e, bucket, root) from e
+    return sorted(ids)
+
+
+def load_manifest(s3: Any, bucket: str, prefix: str, table: str, snapshot: str) -> Manifest | None:
+    """The committed manifest of `snapshot`, or None if it was never committed."""
+    key = manifest_key(prefix, table, snapshot)
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+            return None
+        raise translate(e, bucket, key) from e
+    except BotoCoreError as e:
+        raise translate(e, bucket, key) from e
+    return Manifest.from_json(body, f"s3://{bucket}/{key}")
+
+
+def committed_snapshots(s3: Any, bucket: str, prefix: str, table: str) -> list[Manifest]:
+    """Every committed snapshot, oldest as-of first."""
+    manifests = [load_manifest(s3, bucket, prefix, table, i) for i in list_snapshot_ids(s3, bucket, prefix, table)]
+    return sorted((m for m in manifests if m is not None), key=lambda m: m.as_of_us)
+
+
+def newest_at_or_before(
+    s3: Any, bucket: str, prefix: str, table: str, as_of_us: int | None
+) -> Manifest | None:
+    """The newest committed snapshot with as-of <= `as_of_us` (any, if None)."""
+    from compaction.manifest import snapshot_id
+
+    limit = snapshot_id(as_of_us) if as_of_us is not None else None
+    for candidate in reversed(list_snapshot_ids(s3, bucket, prefix, table)):
+        if limit is not None and candidate > limit:
+            continue
+        manifest = load_manifest(s3, bucket, prefix, table, candidate)
+        if manifest is not None:
+            return manifest
+    return None
+
+
+def commit(s3: Any, bucket: str, prefix: str, manifest: Manifest) -> None:
+    """Write the manifest only if no manifest exists for this snapshot id (If-None-Match)."""
+    key = manifest_key(prefix, manifest.table, manifest.id)
+    try:
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=manifest.to_json(),
+            ContentType="application/json",
+            IfNoneMatch="*",
+        )
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code")
+        if code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+            raise ConflictError(
+                f"snapshot {manifest.id} was committed by another run; this run's files "
+                f"under run-{manifest.run_id}/ are orphans (expire removes them)"
+            ) from e
+        raise translate(e, bucket, key) from e
+    except BotoCoreError as e:
+        raise translate(e, bucket, key) from e

@@ -1,0 +1,180 @@
+"""Snapshot files: reading a base snapshot's rows, spilling rows, writing Parquet and JSON."""
+
+from __future__ import annotations
+
+import decimal
+import gzip
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+from botocore.exceptions import BotoCoreError, ClientError
+
+from backup_lambda.ddbjson import Item
+from backup_lambda.layout import Change
+from compaction.columns import typed_value
+from compaction.fold import Row
+from compaction.manifest import Column, DataFile, Manifest
+from compaction.s3errors import translate
+
+_SPILL_SCHEMA = pa.schema(
+    [
+        ("__key_hash", pa.string()),
+        ("__item", pa.string()),
+        ("__event_time", pa.int64()),
+        ("__event_name", pa.string()),
+        ("__sequence_number", pa.string()),
+        ("__version_id", pa.string()),
+        ("__written_at", pa.int64()),
+    ]
+)
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+BASE_COLUMNS = ["__key_hash", "__item", "__event_time", "__event_name", "__sequence_number", "__version_id", "__written_at"]
+
+
+def arrow_type(column_type: str) -> pa.DataType:
+    if column_type == "varchar":
+        return pa.string()
+    if column_type == "boolean":
+        return pa.bool_()
+    if column_type == "blob":
+        return pa.binary()
+    if column_type == "double":
+        return pa.float64()
+    if column_type == "json":
+        return pa.json_(pa.string())
+    if column_type.startswith("decimal("):
+        precision, scale = column_type[len("decimal(") : -1].split(",")
+        return pa.decimal128(int(precision), int(scale))
+    raise ValueError(f"unknown column type {column_type!r}")
+
+
+def item_json(item: Item) -> str:
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
+
+
+def write_spill(path: Path, rows: Sequence[Row]) -> None:
+    """Rows of one unit, kept on local disk between the two phases (memory per unit)."""
+    table = pa.table(
+        {
+            "__key_hash": [r.key_hash for r in rows],
+            "__item": [item_json(r.change.new_image or {}) for r in rows],
+            "__event_time": [r.change.event_time_us for r in rows],
+            "__event_name": [r.change.event_name for r in rows],
+            "__sequence_number": [r.change.sequence_number for r in rows],
+            "__version_id": [r.version_id for r in rows],
+            "__written_at": [r.written_at_us for r in rows],
+        },
+        schema=_SPILL_SCHEMA,
+    )
+    with ipc.new_file(str(path), _SPILL_SCHEMA) as writer:
+        writer.write_table(table)
+
+
+def read_spill(path: Path) -> pa.Table:
+    with ipc.open_file(str(path)) as reader:
+        return reader.read_all()
+
+
+def write_parquet(path: Path, spill: pa.Table, columns: Sequence[Column]) -> int:
+    """The unit's Parquet: typed attribute columns, then the lossless item and metadata."""
+    items = [json.loads(text) for text in spill.column("__item").to_pylist()]
+    arrays: dict[str, pa.Array] = {}
+    with decimal.localcontext() as context:
+        context.prec = 100
+        for column in columns:
+            values = [typed_value(item.get(column.name), column.type) for item in items]
+            arrays[column.name] = pa.array(values, arrow_type(column.type))
+    arrays["__key_hash"] = spill.column("__key_hash").combine_chunks()
+    arrays["__item"] = spill.column("__item").combine_chunks()
+    arrays["__event_time"] = spill.column("__event_time").combine_chunks().cast(_TIMESTAMP)
+    arrays["__event_name"] = spill.column("__event_name").combine_chunks()
+    arrays["__sequence_number"] = spill.column("__sequence_number").combine_chunks()
+    arrays["__version_id"] = spill.column("__version_id").combine_chunks()
+    arrays["__written_at"] = spill.column("__written_at").combine_chunks().cast(_TIMESTAMP)
+    table = pa.table(arrays)
+    pq.write_table(table, str(path), compression="zstd", row_group_size=100_000)
+    return table.num_rows
+
+
+def write_export(path: Path, spill: pa.Table) -> int:
+    """DynamoDB export shape: one {"Item": {...}} per line, gzip (ImportTable can load it)."""
+    count = 0
+    with gzip.open(path, "wt", encoding="utf-8", compresslevel=6) as out:
+        for text in spill.column("__item").to_pylist():
+            out.write('{"Item":')
+            out.write(text)
+            out.write("}\n")
+            count += 1
+    return count
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def upload(s3: Any, bucket: str, path: Path, key: str, fmt: str, unit: str, rows: int) -> DataFile:
+    try:
+        s3.upload_file(str(path), bucket, key)
+    except (ClientError, BotoCoreError) as e:
+        raise translate(e, bucket, key) from e
+    return DataFile(key=key, format=fmt, unit=unit, rows=rows, bytes=path.stat().st_size, sha256=sha256_file(path))
+
+
+def base_files_for(manifest: Manifest, unit: str) -> list[DataFile]:
+    """The base's Parquet files that may hold keys of `unit` (shard sizes may differ)."""
+    return [
+        f
+        for f in manifest.files_of("parquet")
+        if f.unit.startswith(unit) or unit.startswith(f.unit)
+    ]
+
+
+def read_base_rows(s3: Any, bucket: str, manifest: Manifest, unit: str) -> dict[str, Row]:
+    """The base snapshot's rows whose key hash starts with `unit`."""
+    key_names = [k.name for k in manifest.key_schema]
+    rows: dict[str, Row] = {}
+    for data_file in base_files_for(manifest, unit):
+        try:
+            body = s3.get_object(Bucket=bucket, Key=data_file.key)["Body"].read()
+        except (ClientError, BotoCoreError) as e:
+            raise translate(e, bucket, data_file.key) from e
+        table = pq.read_table(pa.BufferReader(body), columns=BASE_COLUMNS)
+        for record in _records(table):
+            if record["__key_hash"].startswith(unit):
+                row = _row(record, manifest.table, key_names)
+                rows[row.key_hash] = row
+    return rows
+
+
+def _records(table: pa.Table) -> Iterable[dict[str, Any]]:
+    table = table.set_column(
+        table.schema.get_field_index("__event_time"), "__event_time", table.column("__event_time").cast(pa.int64())
+    )
+    table = table.set_column(
+        table.schema.get_field_index("__written_at"), "__written_at", table.column("__written_at").cast(pa.int64())
+    )
+    return table.to_pylist()
+
+
+def _row(record: dict[str, Any], table_name: str, key_names: list[str]) -> Row:
+    item = json.loads(record["__item"])
+    change = Change(
+        table=table_name,
+        keys={name: item[name] for name in key_names if name in item},
+        event_name=record["__event_name"],
+        event_id="",
+        sequence_number=record["__sequence_number"],
+        event_time_us=record["__event_time"],
+        new_image=item,
+    )
+    return Row(record["__key_hash"], change, record["__version_id"], record["__written_at"])
