@@ -60,7 +60,10 @@ def load_manifest(s3: Any, bucket: str, prefix: str, table: str, snapshot: str) 
 
 def committed_snapshots(s3: Any, bucket: str, prefix: str, table: str) -> list[Manifest]:
     """Every committed snapshot, oldest as-of first."""
-    manifests = [load_manifest(s3, bucket, prefix, table, i) for i in list_snapshot_ids(s3, bucket, prefix, table)]
+    manifests = [
+        load_manifest(s3, bucket, prefix, table, i)
+        for i in list_snapshot_ids(s3, bucket, prefix, table)
+    ]
     return sorted((m for m in manifests if m is not None), key=lambda m: m.as_of_us)
 
 

@@ -17,7 +17,14 @@ from typing import Any
 
 from backup_lambda.ddbjson import EXACT, AttributeValue, Item
 
-SYSTEM_COLUMNS = ("__key_hash", "__item", "__event_time", "__sequence_number", "__version_id", "__written_at")
+SYSTEM_COLUMNS = (
+    "__key_hash",
+    "__item",
+    "__event_time",
+    "__sequence_number",
+    "__version_id",
+    "__written_at",
+)
 MAX_TYPED_COLUMNS = 1000
 DECIMAL_PRECISION = 38
 _JSON_TAGS = frozenset({"M", "L", "SS", "NS", "BS"})
@@ -71,7 +78,7 @@ def _digits(text: str) -> tuple[int, int]:
     if value == 0:
         return (1, 0)
     _, digits, exponent = value.normalize(EXACT).as_tuple()
-    assert isinstance(exponent, int)
+    exponent = int(exponent)  # finite: checked when the item was validated
     scale = max(0, -exponent)
     integer_digits = max(0, len(digits) + exponent)
     return (integer_digits, scale)
@@ -96,7 +103,9 @@ def merge_stats(parts: Iterable[Stats]) -> Stats:
     return merged
 
 
-def choose_columns(stats: Mapping[str, AttributeStats], key_names: Iterable[str]) -> list[tuple[str, str]]:
+def choose_columns(
+    stats: Mapping[str, AttributeStats], key_names: Iterable[str]
+) -> list[tuple[str, str]]:
     """(name, type) of the typed columns: key attributes first, then the most common ones."""
     keys = [k for k in key_names if k in stats]
     others = sorted(
@@ -131,7 +140,11 @@ def _plain(value: AttributeValue) -> str:
         return json.dumps(inner)
     if tag == "L":
         return "[" + ",".join(_plain(v) for v in inner) + "]"
-    return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_plain(v)}" for k, v in inner.items()) + "}"
+    return (
+        "{"
+        + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{_plain(v)}" for k, v in inner.items())
+        + "}"
+    )
 
 
 def _number(text: str) -> str:
@@ -150,7 +163,7 @@ def typed_value(value: AttributeValue | None, column_type: str) -> Any:
         return plain_json(value)
     if tag == "NULL":
         return None
-    if column_type == "varchar" or column_type == "boolean":
+    if column_type in {"varchar", "boolean"}:
         return inner
     if column_type == "blob":
         return base64.b64decode(inner)

@@ -101,7 +101,9 @@ class Compactor:
     def run(self, as_of_us: int) -> CompactionResult:
         started = time.perf_counter()
         snapshot = snapshot_id(as_of_us)
-        existing = catalog.load_manifest(self._s3, self._bucket, self._prefix, self._table, snapshot)
+        existing = catalog.load_manifest(
+            self._s3, self._bucket, self._prefix, self._table, snapshot
+        )
         if existing is not None:
             return CompactionResult(existing, created=False, seconds=time.perf_counter() - started)
         if not self._has_items():
@@ -110,7 +112,9 @@ class Compactor:
             )
         base = None
         if not self._config.full:
-            base = catalog.newest_at_or_before(self._s3, self._bucket, self._prefix, self._table, as_of_us)
+            base = catalog.newest_at_or_before(
+                self._s3, self._bucket, self._prefix, self._table, as_of_us
+            )
         digits = self._config.shard_digits or auto_shard_digits(base)
         units = [f"{i:0{digits}x}" for i in range(16**digits)]
         run_id = uuid.uuid4().hex[:12]
@@ -122,17 +126,24 @@ class Compactor:
                 - LAST_MODIFIED_RESOLUTION_US
                 - self._config.clock_skew_us
             )
-        with tempfile.TemporaryDirectory(prefix="ddb-backup-compact-") as tmp, ThreadPoolExecutor(
-            max_workers=self._config.read_concurrency, thread_name_prefix="s3-get"
-        ) as reads:
+        with (
+            tempfile.TemporaryDirectory(prefix="ddb-backup-compact-") as tmp,
+            ThreadPoolExecutor(
+                max_workers=self._config.read_concurrency, thread_name_prefix="s3-get"
+            ) as reads,
+        ):
             job = _UnitJob(self, base, as_of_us, since_us, Path(tmp), reads, snapshot, run_id)
             results = self._map(job.phase_one, units, "list+fold")
             stats = merge_stats(r.stats for r in results)
             key_schema, source = resolve_key_schema(
-                self._dynamodb, self._table, base, next((r.sample_keys for r in results if r.sample_keys), None)
+                self._dynamodb,
+                self._table,
+                base,
+                next((r.sample_keys for r in results if r.sample_keys), None),
             )
             columns = tuple(
-                Column(name, kind) for name, kind in choose_columns(stats, [k.name for k in key_schema])
+                Column(name, kind)
+                for name, kind in choose_columns(stats, [k.name for k in key_schema])
             )
             parquet = self._map(lambda r: job.phase_two(r, columns), results, "parquet")
         files = tuple(f for f in [*(r.export for r in results), *parquet] if f is not None)
@@ -176,7 +187,9 @@ class Compactor:
     def _map(self, work: Callable[[Any], Any], items: list[Any], phase: str) -> list[Any]:
         done = 0
         results = []
-        with ThreadPoolExecutor(max_workers=self._config.workers, thread_name_prefix="unit") as pool:
+        with ThreadPoolExecutor(
+            max_workers=self._config.workers, thread_name_prefix="unit"
+        ) as pool:
             for result in pool.map(work, items):
                 results.append(result)
                 done += 1
@@ -226,7 +239,9 @@ class _UnitJob:
             candidates = candidates_for(listed, base_row, self.since_us)
             if candidates:
                 plans.append(
-                    KeyPlan(digest, candidates, self.as_of_us, o._config.clock_skew_us, best=base_row)
+                    KeyPlan(
+                        digest, candidates, self.as_of_us, o._config.clock_skew_us, best=base_row
+                    )
                 )
         result.changed_keys = len(plans)
         self._read_all(plans, result)
@@ -239,7 +254,9 @@ class _UnitJob:
                 rows[plan.key_hash] = chosen
             for row in plan.read:
                 if row.change.event_time_us <= self.as_of_us:
-                    result.newest_event_us = max(result.newest_event_us or 0, row.change.event_time_us)
+                    result.newest_event_us = max(
+                        result.newest_event_us or 0, row.change.event_time_us
+                    )
         changed = {p.key_hash for p in plans}
         result.carried = sum(1 for d in rows if d not in changed)
         ordered = [rows[d] for d in sorted(rows)]
@@ -255,7 +272,13 @@ class _UnitJob:
         spill = read_spill(result.spill)
         count = write_export(export_path, spill)
         result.export = upload(
-            o._s3, o._bucket, export_path, f"{self.run_root}export/data/part-{unit}.json.gz", "json.gz", unit, count
+            o._s3,
+            o._bucket,
+            export_path,
+            f"{self.run_root}export/data/part-{unit}.json.gz",
+            "json.gz",
+            unit,
+            count,
         )
         export_path.unlink()
         return result
@@ -276,7 +299,9 @@ class _UnitJob:
         o = self.o
         where = f"s3://{o._bucket}/{version.key} (version {version.version_id})"
         try:
-            response = o._s3.get_object(Bucket=o._bucket, Key=version.key, VersionId=version.version_id)
+            response = o._s3.get_object(
+                Bucket=o._bucket, Key=version.key, VersionId=version.version_id
+            )
             body = response["Body"].read()
         except (ClientError, BotoCoreError) as e:
             raise translate(e, o._bucket, f"{version.key} (version {version.version_id})") from e
@@ -298,8 +323,13 @@ class _UnitJob:
         rows = write_parquet(path, read_spill(result.spill), columns)
         result.spill.unlink()
         data = upload(
-            self.o._s3, self.o._bucket, path, f"{self.run_root}parquet/part-{result.unit}.parquet", "parquet", result.unit, rows
+            self.o._s3,
+            self.o._bucket,
+            path,
+            f"{self.run_root}parquet/part-{result.unit}.parquet",
+            "parquet",
+            result.unit,
+            rows,
         )
         path.unlink()
         return data
-

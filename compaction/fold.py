@@ -112,7 +112,9 @@ class KeyPlan:
         return fold_key(base, self.read, self.as_of_us)
 
 
-def candidates_for(versions: list[Version], base: Row | None, since_us: int | None) -> list[Version]:
+def candidates_for(
+    versions: list[Version], base: Row | None, since_us: int | None
+) -> list[Version]:
     """The versions of one key that an incremental run must consider (empty: carry `base`).
 
     Every version written at or before `since_us` was folded into the base snapshot. When

@@ -17,7 +17,9 @@ def describe_key_schema(dynamodb: Any, table: str) -> tuple[KeyAttribute, ...] |
         return None
     types = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
     ordered = sorted(description["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
-    return tuple(KeyAttribute(k["AttributeName"], types[k["AttributeName"]], k["KeyType"]) for k in ordered)
+    return tuple(
+        KeyAttribute(k["AttributeName"], types[k["AttributeName"]], k["KeyType"]) for k in ordered
+    )
 
 
 def recorded_key_schema(keys: dict[str, Any]) -> tuple[KeyAttribute, ...]:
@@ -35,8 +37,10 @@ def resolve_key_schema(
             sample_keys is None or {k.name for k in described} == set(sample_keys)
         ):
             return described, "describe_table"
-    if base is not None and base.key_schema and (
-        sample_keys is None or {k.name for k in base.key_schema} == set(sample_keys)
+    if (
+        base is not None
+        and base.key_schema
+        and (sample_keys is None or {k.name for k in base.key_schema} == set(sample_keys))
     ):
         return base.key_schema, base.key_schema_source
     if sample_keys is not None:

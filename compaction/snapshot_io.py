@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from botocore.exceptions import BotoCoreError, ClientError
+from pyarrow import ipc
 
 from backup_lambda.ddbjson import Item
 from backup_lambda.layout import Change
@@ -34,7 +34,15 @@ _SPILL_SCHEMA = pa.schema(
     ]
 )
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
-BASE_COLUMNS = ["__key_hash", "__item", "__event_time", "__event_name", "__sequence_number", "__version_id", "__written_at"]
+BASE_COLUMNS = [
+    "__key_hash",
+    "__item",
+    "__event_time",
+    "__event_name",
+    "__sequence_number",
+    "__version_id",
+    "__written_at",
+]
 
 
 def arrow_type(column_type: str) -> pa.DataType:
@@ -99,7 +107,7 @@ def write_parquet(path: Path, spill: pa.Table, columns: Sequence[Column]) -> int
     arrays["__written_at"] = spill.column("__written_at").combine_chunks().cast(_TIMESTAMP)
     table = pa.table(arrays)
     pq.write_table(table, str(path), compression="zstd", row_group_size=100_000)
-    return table.num_rows
+    return int(table.num_rows)
 
 
 def write_export(path: Path, spill: pa.Table) -> int:
@@ -127,7 +135,14 @@ def upload(s3: Any, bucket: str, path: Path, key: str, fmt: str, unit: str, rows
         s3.upload_file(str(path), bucket, key)
     except (ClientError, BotoCoreError) as e:
         raise translate(e, bucket, key) from e
-    return DataFile(key=key, format=fmt, unit=unit, rows=rows, bytes=path.stat().st_size, sha256=sha256_file(path))
+    return DataFile(
+        key=key,
+        format=fmt,
+        unit=unit,
+        rows=rows,
+        bytes=path.stat().st_size,
+        sha256=sha256_file(path),
+    )
 
 
 def base_files_for(manifest: Manifest, unit: str) -> list[DataFile]:
@@ -158,12 +173,17 @@ def read_base_rows(s3: Any, bucket: str, manifest: Manifest, unit: str) -> dict[
 
 def _records(table: pa.Table) -> Iterable[dict[str, Any]]:
     table = table.set_column(
-        table.schema.get_field_index("__event_time"), "__event_time", table.column("__event_time").cast(pa.int64())
+        table.schema.get_field_index("__event_time"),
+        "__event_time",
+        table.column("__event_time").cast(pa.int64()),
     )
     table = table.set_column(
-        table.schema.get_field_index("__written_at"), "__written_at", table.column("__written_at").cast(pa.int64())
+        table.schema.get_field_index("__written_at"),
+        "__written_at",
+        table.column("__written_at").cast(pa.int64()),
     )
-    return table.to_pylist()
+    records: list[dict[str, Any]] = table.to_pylist()
+    return records
 
 
 def _row(record: dict[str, Any], table_name: str, key_names: list[str]) -> Row:

@@ -60,7 +60,7 @@ def _key_value(name: str, value: Any) -> dict[str, Any]:
     if isinstance(value, decimal.Decimal):
         return {"N": str(value)}
     raise UserInputError(
-        f"--key {name}: key values are strings, numbers or typed like {{\"B\": \"<base64>\"}}"
+        f'--key {name}: key values are strings, numbers or typed like {{"B": "<base64>"}}'
     )
 
 

@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ddb-backup",
         description="Incremental, point-in-time DynamoDB backups on S3.",
         epilog="Times are ISO-8601 with an offset or Z (2026-11-28T14:00:00Z), or epoch "
-        "seconds. Exit status: 0 ok, 1 error, 2 bad usage or input, 3 not found, 4 lost a commit race.",
+        "seconds. Exit status: 0 ok, 1 error, 2 bad usage or input, 3 not found, "
+        "4 another run committed first.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     compact.register(commands, _common())

@@ -18,7 +18,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "snapshots",
         parents=[common],
         help="list committed snapshots",
-        description="Committed snapshots of the table, oldest first: id, as-of, items, bytes, base.",
+        description="Committed snapshots of the table, oldest first: "
+        "id, as-of, items, bytes, base.",
     )
     parser.set_defaults(run=run)
 
@@ -27,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
     s3 = make_client("s3", settings_from(args))
     manifests = committed_snapshots(s3, args.bucket, args.prefix, args.table)
     if not manifests and not table_has_backup(s3, args.bucket, args.prefix, args.table):
-        raise NotFoundError(f"no backup of table {args.table!r} in s3://{args.bucket}/{args.prefix}")
+        raise NotFoundError(
+            f"no backup of table {args.table!r} in s3://{args.bucket}/{args.prefix}"
+        )
     rows = [
         {
             "id": m.id,
