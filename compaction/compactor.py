@@ -39,7 +39,7 @@ class CompactionConfig:
     full: bool = False
     workers: int = 4  # shard units processed at once
     read_concurrency: int = 32  # GETs in flight across all units
-    shard_digits: int | None = None  # 1 -> 16 units, 2 -> 256, 3 -> 4096; None: by size
+    shard_digits: int | None = None  # 0 -> 1 unit, 1 -> 16, 2 -> 256, 3 -> 4096; None: by size
     clock_skew_us: int = 1_000_000  # allowed skew between DynamoDB's, S3's and our clocks
     skip_corrupt: bool = False
 
@@ -70,11 +70,17 @@ class CompactionResult:
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
-def auto_shard_digits(base: Manifest | None) -> int:
-    items = base.item_count if base else 0
-    if items < 2_000_000:
-        return 1
-    return 2 if items < 32_000_000 else 3
+# Units hold about this many items at most (memory per unit), and no more files than needed.
+_UNIT_TARGET_ITEMS = 125_000
+_PROBE_SHARD = "00"  # 1/256 of the key space
+
+
+def auto_shard_digits(estimated_items: int) -> int:
+    """Hex digits per unit: 0 -> one unit, 1 -> 16, 2 -> 256, 3 -> 4096."""
+    digits = 0
+    while digits < 3 and estimated_items > _UNIT_TARGET_ITEMS * 16**digits:
+        digits += 1
+    return digits
 
 
 class Compactor:
@@ -115,8 +121,10 @@ class Compactor:
             base = catalog.newest_at_or_before(
                 self._s3, self._bucket, self._prefix, self._table, as_of_us
             )
-        digits = self._config.shard_digits or auto_shard_digits(base)
-        units = [f"{i:0{digits}x}" for i in range(16**digits)]
+        digits = self._config.shard_digits
+        if digits is None:
+            digits = auto_shard_digits(base.item_count if base else self._estimate_items())
+        units = [f"{i:0{digits}x}" for i in range(16**digits)] if digits else [""]
         run_id = uuid.uuid4().hex[:12]
         watermark_us = int(self._clock() * 1_000_000) - self._config.clock_skew_us
         since_us = None
@@ -175,6 +183,15 @@ class Compactor:
         )
         catalog.commit(self._s3, self._bucket, self._prefix, manifest)
         return CompactionResult(manifest, created=True, seconds=time.perf_counter() - started)
+
+    def _estimate_items(self) -> int:
+        """Keys in one 1/256 slice (one LIST call, up to 1,000 keys) times 256."""
+        root = items_prefix(self._prefix, self._table) + _PROBE_SHARD
+        try:
+            response = self._s3.list_objects_v2(Bucket=self._bucket, Prefix=root, MaxKeys=1000)
+        except (ClientError, BotoCoreError) as e:
+            raise translate(e, self._bucket, root) from e
+        return int(response.get("KeyCount", 0)) * 256
 
     def _has_items(self) -> bool:
         root = items_prefix(self._prefix, self._table)
@@ -265,17 +282,17 @@ class _UnitJob:
             return result
         result.sample_keys = ordered[0].change.keys
         collect((r.change.new_image or {} for r in ordered), result.stats)
-        result.spill = self.tmp / f"{unit}.arrow"
+        result.spill = self.tmp / f"{unit or 'all'}.arrow"
         write_spill(result.spill, ordered)
         del ordered, rows, base_rows
-        export_path = self.tmp / f"{unit}.json.gz"
+        export_path = self.tmp / f"{unit or 'all'}.json.gz"
         spill = read_spill(result.spill)
         count = write_export(export_path, spill)
         result.export = upload(
             o._s3,
             o._bucket,
             export_path,
-            f"{self.run_root}export/data/part-{unit}.json.gz",
+            f"{self.run_root}export/data/part-{unit or 'all'}.json.gz",
             "json.gz",
             unit,
             count,
@@ -319,14 +336,14 @@ class _UnitJob:
     def phase_two(self, result: UnitResult, columns: tuple[Column, ...]) -> DataFile | None:
         if result.spill is None:
             return None
-        path = self.tmp / f"{result.unit}.parquet"
+        path = self.tmp / f"{result.unit or 'all'}.parquet"
         rows = write_parquet(path, read_spill(result.spill), columns)
         result.spill.unlink()
         data = upload(
             self.o._s3,
             self.o._bucket,
             path,
-            f"{self.run_root}parquet/part-{result.unit}.parquet",
+            f"{self.run_root}parquet/part-{result.unit or 'all'}.parquet",
             "parquet",
             result.unit,
             rows,

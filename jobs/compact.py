@@ -43,8 +43,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shard-digits",
         type=int,
-        choices=[1, 2, 3],
-        help="hex digits per unit: 1 -> 16 files, 2 -> 256, 3 -> 4096 (default: by size)",
+        choices=[0, 1, 2, 3],
+        help="hex digits per unit: 0 -> 1 file, 1 -> 16, 2 -> 256, 3 -> 4096 (default: by size)",
     )
     parser.add_argument(
         "--skip-corrupt",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 
@@ -37,21 +36,36 @@ def to_lambda_record(record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
     return dict(converted)
 
 
-def read_stream(streams: Any, stream_arn: str) -> Iterator[dict[str, Any]]:
+class StreamReader:
+    """Follows every shard of a stream from TRIM_HORIZON; `poll()` returns what is new."""
+
+    def __init__(self, streams: Any, stream_arn: str) -> None:
+        self._streams = streams
+        self._arn = stream_arn
+        self._iterators: dict[str, str | None] = {}
+
+    def poll(self) -> list[dict[str, Any]]:
+        description = self._streams.describe_stream(StreamArn=self._arn)["StreamDescription"]
+        records: list[dict[str, Any]] = []
+        for shard in description.get("Shards", []):
+            shard_id = shard["ShardId"]
+            if shard_id not in self._iterators:
+                self._iterators[shard_id] = self._streams.get_shard_iterator(
+                    StreamArn=self._arn, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON"
+                ).get("ShardIterator")
+            while (iterator := self._iterators[shard_id]) is not None:
+                page = self._streams.get_records(ShardIterator=iterator, Limit=1000)
+                batch = page.get("Records", [])
+                records += [to_lambda_record(record, self._arn) for record in batch]
+                self._iterators[shard_id] = page.get("NextShardIterator", iterator)
+                if not batch:
+                    break
+        return records
+
+
+def read_stream(streams: Any, stream_arn: str) -> list[dict[str, Any]]:
     """Every record currently in the stream, shard by shard, in Lambda's record shape."""
-    description = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]
-    for shard in description.get("Shards", []):
-        iterator = streams.get_shard_iterator(
-            StreamArn=stream_arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
-        ).get("ShardIterator")
-        while iterator:
-            page = streams.get_records(ShardIterator=iterator, Limit=1000)
-            records = page.get("Records", [])
-            for record in records:
-                yield to_lambda_record(record, stream_arn)
-            if not records:
-                break
-            iterator = page.get("NextShardIterator")
+    return StreamReader(streams, stream_arn).poll()
 
 
 def lambda_event(records: list[dict[str, Any]]) -> dict[str, Any]:
