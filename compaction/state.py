@@ -1,0 +1,208 @@
+"""The state of a table as of T: a base snapshot plus the object versions after it.
+
+Shared by compaction (which writes the state as a snapshot), restore (which writes it to
+DynamoDB) and query (which serves it to SQL). Work is split into units by key-hash prefix;
+each unit is listed, read and folded on its own, so memory is bounded by a unit.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from backup_lambda.errors import CorruptVersionError, NotFoundError
+from backup_lambda.layout import decode_change, items_prefix, key_hash
+from compaction import catalog
+from compaction.fold import LAST_MODIFIED_RESOLUTION_US, KeyPlan, Row, Version, candidates_for
+from compaction.manifest import Manifest, SkippedVersion
+from compaction.s3errors import translate
+from compaction.snapshot_io import read_base_rows
+from compaction.versions import iter_versions
+
+DEFAULT_CLOCK_SKEW_US = 1_000_000
+_HASH_HEX = 64
+# Units hold about this many items at most (memory per unit), and no more files than needed.
+_UNIT_TARGET_ITEMS = 125_000
+_PROBE_SHARD = "00"  # 1/256 of the key space
+
+
+def auto_shard_digits(estimated_items: int) -> int:
+    """Hex digits per unit: 0 -> one unit, 1 -> 16, 2 -> 256, 3 -> 4096."""
+    digits = 0
+    while digits < 3 and estimated_items > _UNIT_TARGET_ITEMS * 16**digits:
+        digits += 1
+    return digits
+
+
+def units_for(digits: int) -> list[str]:
+    return [f"{i:0{digits}x}" for i in range(16**digits)] if digits else [""]
+
+
+@dataclass(frozen=True)
+class StatePlan:
+    """What to read for the state as of `as_of_us`: the base and the versions after it."""
+
+    bucket: str
+    prefix: str
+    table: str
+    as_of_us: int
+    base: Manifest | None
+    since_us: int | None  # versions written at or before this are folded into the base
+    shard_digits: int
+    skew_us: int = DEFAULT_CLOCK_SKEW_US
+
+    @property
+    def units(self) -> list[str]:
+        return units_for(self.shard_digits)
+
+
+def plan_state(
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    table: str,
+    as_of_us: int,
+    *,
+    full: bool = False,
+    shard_digits: int | None = None,
+    skew_us: int = DEFAULT_CLOCK_SKEW_US,
+) -> StatePlan:
+    """Find the base (newest committed snapshot with as-of <= T) and size the units."""
+    if not _has_items(s3, bucket, prefix, table):
+        raise NotFoundError(f"no backup of table {table!r} in s3://{bucket}/{prefix}")
+    base = None if full else catalog.newest_at_or_before(s3, bucket, prefix, table, as_of_us)
+    since_us = None
+    if base is not None:
+        since_us = (
+            min(base.listing_watermark_us, base.as_of_us) - LAST_MODIFIED_RESOLUTION_US - skew_us
+        )
+    if shard_digits is None:
+        estimate = base.item_count if base else _estimate_items(s3, bucket, prefix, table)
+        shard_digits = auto_shard_digits(estimate)
+    return StatePlan(bucket, prefix, table, as_of_us, base, since_us, shard_digits, skew_us)
+
+
+def _has_items(s3: Any, bucket: str, prefix: str, table: str) -> bool:
+    root = items_prefix(prefix, table)
+    try:
+        response = s3.list_objects_v2(Bucket=bucket, Prefix=root, MaxKeys=1)
+    except (ClientError, BotoCoreError) as e:
+        raise translate(e, bucket, root) from e
+    return bool(response.get("KeyCount", 0))
+
+
+def _estimate_items(s3: Any, bucket: str, prefix: str, table: str) -> int:
+    """Keys in one 1/256 slice (one LIST call, up to 1,000 keys) times 256."""
+    root = items_prefix(prefix, table) + _PROBE_SHARD
+    try:
+        response = s3.list_objects_v2(Bucket=bucket, Prefix=root, MaxKeys=1000)
+    except (ClientError, BotoCoreError) as e:
+        raise translate(e, bucket, root) from e
+    return int(response.get("KeyCount", 0)) * 256
+
+
+@dataclass
+class UnitState:
+    """One unit's rows as of T (sorted by key hash) and what it cost to get them."""
+
+    unit: str
+    rows: list[Row] = field(default_factory=list)
+    listed: int = 0
+    read: int = 0
+    changed_keys: int = 0
+    carried: int = 0
+    newest_event_us: int | None = None
+    skipped: list[SkippedVersion] = field(default_factory=list)
+
+
+class StateReader:
+    """Lists, reads and folds one unit at a time; GETs run on the `reads` executor."""
+
+    def __init__(
+        self, s3: Any, plan: StatePlan, reads: Executor, *, skip_corrupt: bool = False
+    ) -> None:
+        self._s3 = s3
+        self._plan = plan
+        self._reads = reads
+        self._skip_corrupt = skip_corrupt
+
+    def unit(self, unit: str) -> UnitState:
+        plan = self._plan
+        state = UnitState(unit)
+        versions = self._list(unit, state)
+        base_rows = read_base_rows(self._s3, plan.bucket, plan.base, unit) if plan.base else {}
+        key_plans = []
+        for digest, listed in versions.items():
+            base_row = base_rows.get(digest)
+            candidates = candidates_for(listed, base_row, plan.since_us)
+            if candidates:
+                key_plans.append(
+                    KeyPlan(digest, candidates, plan.as_of_us, plan.skew_us, best=base_row)
+                )
+        state.changed_keys = len(key_plans)
+        self._read_all(key_plans, state)
+        rows = dict(base_rows)
+        for key_plan in key_plans:
+            chosen = key_plan.result(base_rows.get(key_plan.key_hash))
+            if chosen is None:
+                rows.pop(key_plan.key_hash, None)
+            else:
+                rows[key_plan.key_hash] = chosen
+            for row in key_plan.read:
+                if row.change.event_time_us <= plan.as_of_us:
+                    state.newest_event_us = max(
+                        state.newest_event_us or 0, row.change.event_time_us
+                    )
+        changed = {p.key_hash for p in key_plans}
+        state.carried = sum(1 for digest in rows if digest not in changed)
+        state.rows = [rows[digest] for digest in sorted(rows)]
+        return state
+
+    def _list(self, unit: str, state: UnitState) -> dict[str, list[Version]]:
+        versions: dict[str, list[Version]] = {}
+        root = items_prefix(self._plan.prefix, self._plan.table)
+        for ref in iter_versions(self._s3, self._plan.bucket, root + unit):
+            name = ref.key[len(root) :]
+            digest = name[3:-5]  # "<hh>/<hash>.json"
+            if ref.is_delete_marker or len(digest) != _HASH_HEX or not name.endswith(".json"):
+                continue
+            state.listed += 1
+            stamp = int(ref.last_modified.timestamp() * 1_000_000)
+            versions.setdefault(digest, []).append(Version(ref.key, ref.version_id, stamp))
+        return versions
+
+    def _read_all(self, plans: list[KeyPlan], state: UnitState) -> None:
+        """Round by round: each plan names its next reads until no version can win."""
+        active = plans
+        while active:
+            batch = [(plan, version) for plan in active for version in plan.next_batch()]
+            rows = self._reads.map(lambda pv: self._read(pv[1], pv[0], state), batch)
+            for (plan, _), row in zip(batch, rows, strict=True):
+                state.read += 1
+                if row is not None:
+                    plan.accept(row)
+            active = list({id(plan): plan for plan, _ in batch}.values())
+
+    def _read(self, version: Version, plan: KeyPlan, state: UnitState) -> Row | None:
+        bucket = self._plan.bucket
+        where = f"{version.key} (version {version.version_id})"
+        try:
+            response = self._s3.get_object(
+                Bucket=bucket, Key=version.key, VersionId=version.version_id
+            )
+            body = response["Body"].read()
+        except (ClientError, BotoCoreError) as e:
+            raise translate(e, bucket, where) from e
+        try:
+            change = decode_change(body, f"s3://{bucket}/{where}")
+            if key_hash(change.keys) != plan.key_hash:
+                raise CorruptVersionError(f"s3://{bucket}/{where}: its keys do not hash to its key")
+        except CorruptVersionError as e:
+            if not self._skip_corrupt:
+                raise
+            state.skipped.append(SkippedVersion(version.key, version.version_id, str(e)))
+            return None
+        return Row(plan.key_hash, change, version.version_id, version.last_modified_us)
