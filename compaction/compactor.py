@@ -96,7 +96,7 @@ class Compactor:
         )
         base = plan.base
         run_id = uuid.uuid4().hex[:12]
-        watermark_us = int(self._clock() * 1_000_000) - self._config.clock_skew_us
+        watermark_us = int(self._clock() * 1_000_000)  # listing starts after this
         with (
             tempfile.TemporaryDirectory(prefix="ddb-backup-compact-") as tmp,
             ThreadPoolExecutor(

@@ -36,7 +36,7 @@ def _common(require_table: bool = True) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobs import compact, demo, history, snapshots
+    from jobs import compact, demo, history, restore, snapshots
 
     parser = argparse.ArgumentParser(
         prog="ddb-backup",
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     compact.register(commands, _common())
     snapshots.register(commands, _common())
+    restore.register(commands, _common())
     history.register(commands, _common())
     demo.register(commands)
     return parser

@@ -157,13 +157,21 @@ def run(args: argparse.Namespace) -> int:
         demo.deliver(reader)
 
         _step("a full snapshot as of now")
-        code = demo.cli("compact", "--as-of", _now_after_writes())
+        first = _now_after_writes()
+        code = demo.cli("compact", "--as-of", first)
 
         _step("more changes, then an incremental snapshot (reads only what changed)")
         print(f"{_later_changes(demo.dynamodb)} item changes made")
         demo.deliver(reader)
         code = code or demo.cli("compact", "--as-of", _now_after_writes())
         code = code or demo.cli("snapshots")
+
+        _step("restore the table as of the first snapshot into a new table, and verify it")
+        code = code or demo.cli(
+            "restore", "--to", "orders_restored", "--as-of", first, "--create-table", "--verify"
+        )
+        _step("bring the restored table to the latest state: only the differences are written")
+        code = code or demo.cli("restore", "--to", "orders_restored", "--verify")
 
         _step("the history of one item, and of a deleted one")
         code = code or demo.cli("history", "--key", '{"customer": "alice", "order_id": 1}')
