@@ -66,9 +66,9 @@ def item_json(item: Item) -> str:
     return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
 
 
-def write_spill(path: Path, rows: Sequence[Row]) -> None:
-    """Rows of one unit, kept on local disk between the two phases (memory per unit)."""
-    table = pa.table(
+def rows_table(rows: Sequence[Row]) -> pa.Table:
+    """Rows as an untyped Arrow table: the lossless item and the system columns."""
+    return pa.table(
         {
             "__key_hash": [r.key_hash for r in rows],
             "__item": [item_json(r.change.new_image or {}) for r in rows],
@@ -80,6 +80,11 @@ def write_spill(path: Path, rows: Sequence[Row]) -> None:
         },
         schema=_SPILL_SCHEMA,
     )
+
+
+def write_spill(path: Path, rows: Sequence[Row]) -> None:
+    """Rows of one unit, kept on local disk between the two phases (memory per unit)."""
+    table = rows_table(rows)
     with ipc.new_file(str(path), _SPILL_SCHEMA) as writer:
         writer.write_table(table)
 
@@ -89,8 +94,8 @@ def read_spill(path: Path) -> pa.Table:
         return reader.read_all()
 
 
-def write_parquet(path: Path, spill: pa.Table, columns: Sequence[Column]) -> int:
-    """The unit's Parquet: typed attribute columns, then the lossless item and metadata."""
+def typed_table(spill: pa.Table, columns: Sequence[Column]) -> pa.Table:
+    """Typed attribute columns, then the lossless item and metadata (the Parquet schema)."""
     items = [json.loads(text) for text in spill.column("__item").to_pylist()]
     arrays: dict[str, pa.Array] = {}
     with decimal.localcontext() as context:
@@ -105,7 +110,17 @@ def write_parquet(path: Path, spill: pa.Table, columns: Sequence[Column]) -> int
     arrays["__sequence_number"] = spill.column("__sequence_number").combine_chunks()
     arrays["__version_id"] = spill.column("__version_id").combine_chunks()
     arrays["__written_at"] = spill.column("__written_at").combine_chunks().cast(_TIMESTAMP)
-    table = pa.table(arrays)
+    return pa.table(arrays)
+
+
+def empty_typed_table(columns: Sequence[Column]) -> pa.Table:
+    """A table with no rows and the snapshot's schema (for a table with no items)."""
+    return typed_table(rows_table([]), columns)
+
+
+def write_parquet(path: Path, spill: pa.Table, columns: Sequence[Column]) -> int:
+    """The unit's Parquet file."""
+    table = typed_table(spill, columns)
     pq.write_table(table, str(path), compression="zstd", row_group_size=100_000)
     return int(table.num_rows)
 

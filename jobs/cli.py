@@ -36,7 +36,7 @@ def _common(require_table: bool = True) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobs import compact, demo, history, restore, snapshots
+    from jobs import compact, demo, history, query, restore, snapshots
 
     parser = argparse.ArgumentParser(
         prog="ddb-backup",
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     compact.register(commands, _common())
     snapshots.register(commands, _common())
     restore.register(commands, _common())
+    query.register(commands, _common())
     history.register(commands, _common())
     demo.register(commands)
     return parser

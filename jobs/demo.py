@@ -173,6 +173,22 @@ def run(args: argparse.Namespace) -> int:
         _step("bring the restored table to the latest state: only the differences are written")
         code = code or demo.cli("restore", "--to", "orders_restored", "--verify")
 
+        _step("SQL over the newest snapshot, and over the state at the first snapshot's time")
+        code = code or demo.cli(
+            "query",
+            "SELECT customer, count(*) AS orders, sum(total) AS total, "
+            "list(status ORDER BY order_id) AS statuses FROM items GROUP BY customer ORDER BY 1",
+        )
+        code = code or demo.cli(
+            "query",
+            "--as-of",
+            first,
+            "--format",
+            "jsonl",
+            "SELECT customer, order_id, status, lines->>'$[0].sku' AS first_sku FROM items "
+            "WHERE customer = 'alice' ORDER BY order_id",
+        )
+
         _step("the history of one item, and of a deleted one")
         code = code or demo.cli("history", "--key", '{"customer": "alice", "order_id": 1}')
         code = code or demo.cli("history", "--key", '{"customer": "bob", "order_id": 2}')

@@ -1,0 +1,121 @@
+"""A read-only DuckDB session over a table's backup: the views `items` and `snapshots`."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from backup_lambda.errors import NotFoundError
+from compaction import catalog
+from compaction.columns import choose_columns, collect
+from compaction.manifest import Column, Manifest
+from compaction.snapshot_io import empty_typed_table, rows_table, typed_table
+from compaction.state import StateReader, plan_state
+
+_SYSTEM = [
+    "__key_hash",
+    "__event_time",
+    "__event_name",
+    "__sequence_number",
+    "__version_id",
+    "__written_at",
+]
+
+
+def quote(name: str) -> str:
+    """A SQL identifier for any attribute name (keywords, spaces, quotes)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _items_select(columns: list[str]) -> str:
+    typed = [quote(c) for c in columns]
+    return ", ".join([*typed, "CAST(__item AS JSON) AS __item", *_SYSTEM])
+
+
+def snapshots_table(manifests: list[Manifest]) -> pa.Table:
+    return pa.table(
+        {
+            "id": [m.id for m in manifests],
+            "as_of": pa.array([m.as_of_us for m in manifests], pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+            "items": [m.counts.items for m in manifests],
+            "bytes": [m.total_bytes for m in manifests],
+            "base": [m.base for m in manifests],
+            "built_at": pa.array([m.built_at_us for m in manifests], pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
+        }
+    )
+
+
+class SqlSession:
+    """Views over one table's backup, then external access is locked off for the query."""
+
+    def __init__(
+        self, s3: Any, filesystem: pafs.S3FileSystem, bucket: str, prefix: str, table: str
+    ) -> None:
+        self._s3 = s3
+        self._fs = filesystem
+        self._bucket = bucket
+        self._prefix = prefix
+        self._table = table
+        self.con = duckdb.connect(":memory:")
+        self.source: str = ""
+
+    def open_latest(self) -> None:
+        """`items` = the newest committed snapshot, scanned in place (filters pushed down)."""
+        manifests = self._manifests()
+        if not manifests:
+            raise NotFoundError(
+                f"no committed snapshot of table {self._table!r} (run `ddb-backup compact`, "
+                "or pass --as-of to query the object versions)"
+            )
+        newest = manifests[-1]
+        files = [f"{self._bucket}/{f.key}" for f in newest.files_of("parquet")]
+        columns = list(newest.columns)
+        if files:
+            data: Any = ds.dataset(files, format="parquet", filesystem=self._fs)
+        else:
+            data = empty_typed_table(columns)
+        self._register(data, [c.name for c in columns], manifests)
+        self.source = f"snapshot {newest.id}"
+
+    def open_as_of(self, as_of_us: int, read_concurrency: int = 32) -> None:
+        """`items` = exactly the state at the time: a snapshot plus later changes."""
+        plan = plan_state(self._s3, self._bucket, self._prefix, self._table, as_of_us)
+        rows = []
+        with ThreadPoolExecutor(read_concurrency, thread_name_prefix="s3-get") as reads:
+            reader = StateReader(self._s3, plan, reads)
+            for unit in plan.units:
+                rows += reader.unit(unit).rows
+        stats = collect(r.change.new_image or {} for r in rows)
+        keys = [k.name for k in plan.base.key_schema] if plan.base else []
+        if not keys and rows:
+            keys = sorted(rows[0].change.keys)
+        columns = [Column(n, t) for n, t in choose_columns(stats, keys)]
+        data = typed_table(rows_table(rows), columns)
+        self._register(data, [c.name for c in columns], self._manifests())
+        self.source = (
+            f"snapshot {plan.base.id} + changes" if plan.base else "object versions (no snapshot)"
+        )
+
+    def _manifests(self) -> list[Manifest]:
+        return catalog.committed_snapshots(self._s3, self._bucket, self._prefix, self._table)
+
+    def _register(self, data: Any, columns: list[str], manifests: list[Manifest]) -> None:
+        self.con.register("__items_data", data)
+        self.con.register("__snapshots_data", snapshots_table(manifests))
+        select = _items_select(columns)  # every identifier goes through quote()
+        self.con.execute(f"CREATE VIEW items AS SELECT {select} FROM __items_data")  # noqa: S608
+        self.con.execute("CREATE VIEW snapshots AS SELECT * FROM __snapshots_data")
+        # From here on the query can read only the registered data: no files, no URLs,
+        # no extensions, no Python variables, and no way to switch that back on.
+        self.con.execute("SET python_enable_replacements = false")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
