@@ -132,11 +132,18 @@ def write_result(
     if fmt == "jsonl":
         for rows in batches:
             for row in rows:
-                record = {
-                    name: json.loads(v) if i in json_columns and v is not None else plain(v)
+                # JSON columns go out as their own JSON text, so nested numbers stay exact.
+                fields = [
+                    json.dumps(name, ensure_ascii=False)
+                    + ":"
+                    + (
+                        v
+                        if i in json_columns and v is not None
+                        else json.dumps(plain(v), ensure_ascii=False)
+                    )
                     for i, (name, v) in enumerate(zip(names, row, strict=True))
-                }
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                ]
+                out.write("{" + ",".join(fields) + "}\n")
                 count += 1
         return count
     if fmt == "csv":
