@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.compaction`, `python -m bench.restore`, `python -m bench.query`."""

@@ -1,0 +1,220 @@
+"""Compaction benchmark: requests, GETs per changed key, time against a plain parallel GET,
+incremental against full, and peak memory at two table sizes.
+
+    python -m bench.compaction [--keys 2000] [--versions 3] [--runs 3] [--endpoint URL]
+
+Without --endpoint (or BENCH_S3_ENDPOINT) it runs on the embedded moto server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from backup_lambda.layout import items_prefix
+from bench.common import (
+    PREFIX,
+    TABLE,
+    RequestCounter,
+    Sequence,
+    clients,
+    env_endpoint,
+    generate,
+    make_bucket,
+    median_of,
+    s3_server,
+    write_changes,
+)
+from compaction.compactor import CompactionConfig, Compactor
+from compaction.snapshot_io import read_base_rows
+
+# Versions of one key are written this far apart: more than LastModified's 1 s resolution
+# plus the 1 s skew allowance, as real traffic on an item mostly is.
+ROUND_GAP_S = 2.5
+
+
+def now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+def load_history(s3: Any, bucket: str, keys: int, versions: int, seq: Sequence) -> None:
+    for v in range(versions):
+        if v:
+            time.sleep(ROUND_GAP_S)
+        changes = generate(range(keys), 1, now_us(), 0, seq)
+        for change in changes:  # the round's version number in the item
+            assert change.new_image is not None
+            change.new_image["version"] = {"N": str(v)}
+        write_changes(s3, bucket, changes)
+    time.sleep(ROUND_GAP_S)
+
+
+def plain_parallel_get(s3: Any, bucket: str, workers: int) -> float:
+    """GET every object's current version once, with the same concurrency as compaction."""
+    paginator = s3.get_paginator("list_objects_v2")
+    keys = [
+        o["Key"]
+        for page in paginator.paginate(Bucket=bucket, Prefix=items_prefix(PREFIX, TABLE))
+        for o in page.get("Contents", [])
+    ]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda k: s3.get_object(Bucket=bucket, Key=k)["Body"].read(), keys))
+    return time.perf_counter() - started
+
+
+def compact(
+    s3: Any, bucket: str, as_of: int, full: bool, counter: RequestCounter
+) -> dict[str, Any]:
+    counter.reset()
+    config = CompactionConfig(full=full, workers=4, read_concurrency=32)
+    started = time.perf_counter()
+    result = Compactor(s3, bucket, TABLE, prefix=PREFIX, config=config).run(as_of)
+    seconds = time.perf_counter() - started
+    requests = counter.reset()
+    m = result.manifest
+    return {
+        "seconds": seconds,
+        "list_calls": requests["ListObjectVersions"],
+        "get_calls": requests["GetObject"],
+        "put_calls": requests["PutObject"] + requests["CreateMultipartUpload"],
+        "changed_keys": m.counts.changed_keys,
+        "objects_read": m.counts.objects_read,
+        "items": m.counts.items,
+        "manifest": m,
+    }
+
+
+def rows_of(s3: Any, bucket: str, manifest: Any) -> dict[str, tuple[str, int, str]]:
+    rows = read_base_rows(s3, bucket, manifest, "")
+    return {
+        d: (
+            json.dumps(r.change.new_image, sort_keys=True),
+            r.change.event_time_us,
+            r.change.sequence_number,
+        )
+        for d, r in rows.items()
+    }
+
+
+def peak_rss_mb(endpoint: str, keys: int, versions: int) -> float:
+    """Peak RSS of a separate process that loads and compacts a table of `keys` items."""
+    code = (
+        "import sys,time;from bench.compaction import _rss_child;"
+        f"_rss_child({endpoint!r},{keys},{versions})"
+    )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(before, after) / 1024
+
+
+def _rss_child(endpoint: str, keys: int, versions: int) -> None:
+    counter = RequestCounter()
+    s3, _ = clients(endpoint, counter)
+    bucket = f"rss-{uuid.uuid4().hex[:8]}"
+    make_bucket(s3, bucket)
+    changes = generate(range(keys), versions, now_us() - 10**9, 10**6, Sequence())
+    write_changes(s3, bucket, changes)
+    time.sleep(2.1)
+    Compactor(
+        s3, bucket, TABLE, prefix=PREFIX, config=CompactionConfig(workers=4, shard_digits=1)
+    ).run(now_us())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--keys", type=int, default=2000)
+    parser.add_argument("--versions", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--changed", type=float, default=0.01, help="fraction changed")
+    parser.add_argument("--endpoint", default=env_endpoint())
+    parser.add_argument("--rss-keys", default="1000,4000", help="two table sizes for peak RSS")
+    args = parser.parse_args()
+
+    with s3_server(args.endpoint) as endpoint:
+        counter = RequestCounter()
+        s3, _ = clients(endpoint, counter)
+        bucket = f"bench-{uuid.uuid4().hex[:8]}"
+        make_bucket(s3, bucket)
+        seq = Sequence()
+        print(f"S3 endpoint {endpoint}; {args.keys} keys x {args.versions} versions")
+        load_history(s3, bucket, args.keys, args.versions, seq)
+        t1 = now_us()
+
+        full_runs = [compact(s3, bucket, t1 + i, True, counter) for i in range(args.runs)]
+        get_median, get_samples = median_of(args.runs, lambda: plain_parallel_get(s3, bucket, 32))
+        full = sorted(full_runs, key=lambda r: r["seconds"])[len(full_runs) // 2]
+
+        changed = max(1, int(args.keys * args.changed))
+        step = args.keys // changed
+        later = generate(range(0, args.keys, step), 1, now_us(), 0, seq)[:changed]
+        write_changes(s3, bucket, later)
+        time.sleep(ROUND_GAP_S)
+        t2 = now_us()
+        # Incremental from the newest full snapshot (t1 + runs - 1), side by side with full at t2.
+        inc_runs, full2_runs = [], []
+        for i in range(args.runs):
+            inc_runs.append(compact(s3, bucket, t2 + 2 * i, False, counter))
+            full2_runs.append(compact(s3, bucket, t2 + 2 * i + 1, True, counter))
+        inc = sorted(inc_runs, key=lambda r: r["seconds"])[len(inc_runs) // 2]
+        full2 = sorted(full2_runs, key=lambda r: r["seconds"])[len(full2_runs) // 2]
+        same = rows_of(s3, bucket, inc_runs[0]["manifest"]) == rows_of(
+            s3, bucket, full2_runs[0]["manifest"]
+        )
+
+        sizes = [int(x) for x in args.rss_keys.split(",")]
+        rss = {n: peak_rss_mb(endpoint, n, args.versions) for n in sizes}
+
+    versions_total = args.keys * args.versions
+    report = {
+        "keys": args.keys,
+        "versions": versions_total,
+        "full": {
+            "median_seconds": round(full["seconds"], 3),
+            "samples": [round(r["seconds"], 3) for r in full_runs],
+            "list_calls": full["list_calls"],
+            "get_calls": full["get_calls"],
+            "changed_keys": full["changed_keys"],
+            "version_gets": full["objects_read"],
+            "gets_per_changed_key": round(full["objects_read"] / max(1, full["changed_keys"]), 3),
+        },
+        "plain_parallel_get": {
+            "median_seconds": round(get_median, 3),
+            "samples": [round(s, 3) for s in get_samples],
+            "objects": args.keys,
+        },
+        "full_over_plain_get": round(full["seconds"] / get_median, 2),
+        "incremental": {
+            "changed_keys": changed,
+            "median_seconds": round(inc["seconds"], 3),
+            "samples": [round(r["seconds"], 3) for r in inc_runs],
+            "list_calls": inc["list_calls"],
+            "get_calls": inc["get_calls"],
+            "keys_with_new_versions": inc["changed_keys"],
+            "version_gets": inc["objects_read"],
+            "snapshot_file_gets": inc["get_calls"] - inc["objects_read"],
+            "gets_per_changed_key": round(inc["objects_read"] / max(1, inc["changed_keys"]), 3),
+            "full_at_same_time_seconds": round(full2["seconds"], 3),
+            "time_fraction_of_full": round(inc["seconds"] / full2["seconds"], 3),
+            "get_fraction_of_full": round(inc["get_calls"] / max(1, full2["get_calls"]), 4),
+            "identical_to_full": same,
+        },
+        "peak_rss_mb (16 units, 4 at once)": {f"{n} keys": round(v, 1) for n, v in rss.items()},
+        "list_calls_expected_min": math.ceil(versions_total / 1000),
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
