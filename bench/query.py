@@ -162,7 +162,8 @@ def main() -> None:
         json_list = ", ".join(f"'{p}'" for p in json_paths)
         local.execute(f"CREATE VIEW items AS SELECT * FROM read_parquet([{parquet_list}])")
         local.execute(
-            f"CREATE VIEW lines AS SELECT * FROM read_json([{json_list}], format='newline_delimited')"
+            f"CREATE VIEW lines AS SELECT * FROM read_json([{json_list}], "
+            "format='newline_delimited')"
         )
         session = SqlSession(
             s3, s3_filesystem(AwsSettings(endpoint_url=endpoint)), bucket, PREFIX, TABLE
