@@ -9,12 +9,14 @@ from collections.abc import Callable, Sequence
 from botocore.exceptions import BotoCoreError, NoCredentialsError
 
 from backup_lambda.errors import BackupError, ConflictError, NotFoundError, UserInputError
+from jobs.drill import DrillFailedError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
+EXIT_DRILL_FAILED = 5
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -36,20 +38,35 @@ def _common(require_table: bool = True) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobs import compact, demo, history, query, restore, snapshots
+    from jobs import (
+        backfill,
+        compact,
+        demo,
+        drill,
+        expire,
+        history,
+        query,
+        restore,
+        scheduled,
+        snapshots,
+    )
 
     parser = argparse.ArgumentParser(
         prog="ddb-backup",
         description="Incremental, point-in-time DynamoDB backups on S3.",
         epilog="Times are ISO-8601 with an offset or Z (2026-11-28T14:00:00Z), or epoch "
         "seconds. Exit status: 0 ok, 1 error, 2 bad usage or input, 3 not found, "
-        "4 another run committed first.",
+        "4 another run committed first, 5 a drill missed a threshold.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     compact.register(commands, _common())
     snapshots.register(commands, _common())
     restore.register(commands, _common())
     query.register(commands, _common())
+    backfill.register(commands, _common())
+    expire.register(commands, _common())
+    drill.register(commands, _common())
+    scheduled.register(commands, _common(require_table=False))
     history.register(commands, _common())
     demo.register(commands)
     return parser
@@ -67,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e), EXIT_NOT_FOUND)
     except ConflictError as e:
         return _fail(str(e), EXIT_CONFLICT)
+    except DrillFailedError as e:
+        return _fail(f"drill failed: {e}", EXIT_DRILL_FAILED)
     except BackupError as e:
         return _fail(str(e), EXIT_ERROR)
     except NoCredentialsError:

@@ -15,7 +15,12 @@ class ProgressBar:
         self._open = False
 
     def __call__(self, phase: str, done: int, total: int) -> None:
-        if not self._enabled or total <= 0:
+        if not self._enabled:
+            return
+        if total <= 0:  # open-ended: a running count
+            self._stream.write(f"\r{phase:<10} {done}")
+            self._open = True
+            self._stream.flush()
             return
         filled = _WIDTH * done // total
         bar = "#" * filled + "." * (_WIDTH - filled)

@@ -69,6 +69,7 @@ class RestoreReport:
     writes: WriteStats = field(default_factory=WriteStats)
     verified: bool | None = None
     seconds: float = 0.0
+    newest_event_us: int | None = None  # newest change folded in: the recovery point
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -85,6 +86,9 @@ class RestoreReport:
             "batch_write_calls": self.writes.requests,
             "retried_items": self.writes.retried_items,
             "verified": self.verified,
+            "newest_event_time": (
+                format_time_us(self.newest_event_us) if self.newest_event_us else None
+            ),
             "seconds": round(self.seconds, 3),
         }
 
@@ -214,8 +218,13 @@ class Restorer:
         units = plan.units
         with ThreadPoolExecutor(opts.read_concurrency, thread_name_prefix="s3-get") as reads:
             reader = StateReader(self._s3, plan, reads)
+            if plan.base is not None:
+                report.newest_event_us = plan.base.newest_event_time_us
             for done, unit in enumerate(units, start=1):
-                for row in reader.unit(unit).rows:
+                state = reader.unit(unit)
+                if state.newest_event_us is not None:
+                    report.newest_event_us = max(report.newest_event_us or 0, state.newest_event_us)
+                for row in state.rows:
                     request = self._put_if_needed(row, existing, expected, report)
                     if request is not None:
                         yield request
