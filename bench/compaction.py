@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--changed", type=float, default=0.01, help="fraction changed")
     parser.add_argument("--endpoint", default=env_endpoint())
-    parser.add_argument("--rss-keys", default="1000,4000", help="two table sizes for peak RSS")
+    parser.add_argument("--rss-keys", default="500,2000", help="two table sizes for peak RSS")
     args = parser.parse_args()
 
     with s3_server(args.endpoint) as endpoint:
@@ -173,8 +173,10 @@ def main() -> None:
             s3, bucket, full2_runs[0]["manifest"]
         )
 
+        timings_done = time.perf_counter()
         sizes = [int(x) for x in args.rss_keys.split(",")]
         rss = {n: peak_rss_mb(endpoint, n, args.versions) for n in sizes}
+        print(f"(peak RSS runs took {time.perf_counter() - timings_done:.0f}s)", file=sys.stderr)
 
     versions_total = args.keys * args.versions
     report = {
