@@ -43,6 +43,13 @@ def _create_table(dynamodb: Any) -> str:
             {"AttributeName": "order_id", "AttributeType": "N"},
         ],
         BillingMode="PAY_PER_REQUEST",
+    )
+    return str(response["TableDescription"]["TableName"])
+
+
+def _enable_stream(dynamodb: Any) -> str:
+    response = dynamodb.update_table(
+        TableName=TABLE,
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
     )
     return str(response["TableDescription"]["LatestStreamArn"])
@@ -109,11 +116,15 @@ class _Pipeline:
         self.handler = backup_handler
         self.failures = 0
 
-    def setup(self) -> StreamReader:
+    def setup(self, existing_items: int = 0) -> StreamReader:
+        """Bucket and table; `existing_items` are written before the stream is on."""
         self.s3.create_bucket(Bucket=BUCKET)
         self.s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        stream_arn = _create_table(self.dynamodb)
-        print(f"stream {stream_arn}")
+        _create_table(self.dynamodb)
+        for order in range(1, existing_items + 1):
+            _put_order(self.dynamodb, "erin", order, "archived")
+        stream_arn = _enable_stream(self.dynamodb)
+        print(f"{existing_items} items written before the stream; stream {stream_arn}")
         os.environ["BACKUP_BUCKET"] = BUCKET
         self.handler._writer = None  # the handler builds its client against the stand-in
         return StreamReader(self.streams, stream_arn)
@@ -127,6 +138,13 @@ class _Pipeline:
             self.failures += len(result["batchItemFailures"])
         elapsed = time.perf_counter() - started
         print(f"{len(records)} stream records -> Lambda -> S3 in {elapsed:.2f}s")
+
+    def show_newest_drill_report(self) -> None:
+        listing = self.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{TABLE}/v1/drills/")
+        newest = max(listing.get("Contents", []), key=lambda o: o["Key"], default=None)
+        if newest is not None:
+            body = self.s3.get_object(Bucket=BUCKET, Key=newest["Key"])["Body"].read()
+            print(f"s3://{BUCKET}/{newest['Key']}:\n{body.decode()}")
 
     def cli(self, *argv: str) -> int:
         from jobs.cli import main as cli_main
@@ -149,8 +167,11 @@ def run(args: argparse.Namespace) -> int:
     with local_aws() as standin:
         print(f"local AWS stand-in (moto server) at {standin.endpoint_url}")
         demo = _Pipeline(standin.endpoint_url)
-        _step(f"versioned bucket s3://{BUCKET}, table {TABLE!r} with a stream")
-        reader = demo.setup()
+        _step(f"versioned bucket s3://{BUCKET}; table {TABLE!r} with items, then its stream")
+        reader = demo.setup(existing_items=2)
+
+        _step("backfill: the items from before the stream, so the backup is complete")
+        code = demo.cli("backfill")
 
         _step("changes on the table; the backup Lambda on the real stream records")
         print(f"{_first_changes(demo.dynamodb)} item changes made")
@@ -158,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
 
         _step("a full snapshot as of now")
         first = _now_after_writes()
-        code = demo.cli("compact", "--as-of", first)
+        code = code or demo.cli("compact", "--as-of", first)
 
         _step("more changes, then an incremental snapshot (reads only what changed)")
         print(f"{_later_changes(demo.dynamodb)} item changes made")
@@ -188,6 +209,13 @@ def run(args: argparse.Namespace) -> int:
             "SELECT customer, order_id, status, lines->>'$[0].sku' AS first_sku FROM items "
             "WHERE customer = 'alice' ORDER BY order_id",
         )
+
+        _step("a restore drill: scratch table, verify, recovery point; its report in the bucket")
+        code = code or demo.cli("drill", "--max-rpo", "3600", "--max-restore-seconds", "120")
+        demo.show_newest_drill_report()
+
+        _step("retention: what expire would remove, and the safe lifecycle rule")
+        code = code or demo.cli("expire", "--keep-last", "1", "--dry-run")
 
         _step("the history of one item, and of a deleted one")
         code = code or demo.cli("history", "--key", '{"customer": "alice", "order_id": 1}')
