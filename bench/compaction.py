@@ -33,6 +33,7 @@ from bench.common import (
     s3_server,
     write_changes,
 )
+from compaction import catalog
 from compaction.compactor import CompactionConfig, Compactor
 from compaction.snapshot_io import read_base_rows
 
@@ -91,6 +92,14 @@ def compact(
         "items": m.counts.items,
         "manifest": m,
     }
+
+
+def withdraw(s3: Any, bucket: str, manifest: Any) -> None:
+    """Bench only: remove a snapshot's manifest (every version) so it is not a base."""
+    key = catalog.manifest_key(PREFIX, TABLE, manifest.id)
+    versions = s3.list_object_versions(Bucket=bucket, Prefix=key).get("Versions", [])
+    for v in versions:
+        s3.delete_object(Bucket=bucket, Key=key, VersionId=v["VersionId"])
 
 
 def rows_of(s3: Any, bucket: str, manifest: Any) -> dict[str, tuple[str, int, str]]:
@@ -162,16 +171,23 @@ def main() -> None:
         write_changes(s3, bucket, later)
         time.sleep(ROUND_GAP_S)
         t2 = now_us()
-        # Incremental from the newest full snapshot (t1 + runs - 1), side by side with full at t2.
+        # Incremental from the newest full snapshot at t1, side by side with a full run at
+        # t2. Each run's manifest is withdrawn after it is measured (and its rows kept for
+        # the comparison), so every incremental run starts from the same base.
         inc_runs, full2_runs = [], []
+        inc_rows, full_rows = None, None
         for i in range(args.runs):
-            inc_runs.append(compact(s3, bucket, t2 + 2 * i, False, counter))
-            full2_runs.append(compact(s3, bucket, t2 + 2 * i + 1, True, counter))
+            inc = compact(s3, bucket, t2 + 2 * i, False, counter)
+            inc_rows = inc_rows or rows_of(s3, bucket, inc["manifest"])
+            withdraw(s3, bucket, inc["manifest"])
+            full_again = compact(s3, bucket, t2 + 2 * i + 1, True, counter)
+            full_rows = full_rows or rows_of(s3, bucket, full_again["manifest"])
+            withdraw(s3, bucket, full_again["manifest"])
+            inc_runs.append(inc)
+            full2_runs.append(full_again)
         inc = sorted(inc_runs, key=lambda r: r["seconds"])[len(inc_runs) // 2]
         full2 = sorted(full2_runs, key=lambda r: r["seconds"])[len(full2_runs) // 2]
-        same = rows_of(s3, bucket, inc_runs[0]["manifest"]) == rows_of(
-            s3, bucket, full2_runs[0]["manifest"]
-        )
+        same = inc_rows == full_rows
 
         timings_done = time.perf_counter()
         sizes = [int(x) for x in args.rss_keys.split(",")]
