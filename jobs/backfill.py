@@ -1,6 +1,6 @@
 """`ddb-backup backfill`: copy the items that existed before the stream into the layout.
 
-Why a backfilled image never overrides a newer stream change (docs/BACKFILL.md): every
+Why a backfilled image never overrides a newer stream change (docs/OPERATIONS.md): every
 backfilled change carries the event time floor(start - skew) - 1 s, where `start` is
 taken before the scan begins, and sequence number 0. A stream change that happened after
 the scan started has an event time of at least floor(start - skew) (stream event times are

@@ -76,8 +76,13 @@ class Expirer:
                 # already in it have the grace period before its files go.
                 self._put_tombstone(manifest.id)
                 self._delete(objects.get((manifest.id, "manifest"), []))
+        # (snapshot, run) of every listed file, parsed below the snapshots folder as
+        # _snapshot_objects does: the prefix itself may contain "/run-".
+        root = catalog.snapshots_prefix(self._prefix, self._table)
         referenced = {
-            (m.id, f.key.split("/run-", 1)[1].split("/", 1)[0]) for m in kept for f in m.files
+            (m.id, f.key[len(root) :].split("/", 2)[1].removeprefix("run-"))
+            for m in kept
+            for f in m.files
         }
         self._clean_runs(objects, referenced, {m.id for m in expired}, report)
         days = noncurrent_days(kept[0] if kept else None, self._now_us, DEFAULT_CLOCK_SKEW_US)
