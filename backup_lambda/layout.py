@@ -28,6 +28,9 @@ EVENT_NAMES = frozenset({"INSERT", "MODIFY", "REMOVE"})
 # table names are at most 255 bytes and the rest of the key has a fixed length.
 MAX_PREFIX_BYTES = 1024 - 255 - len("/v1/items/00/") - 64 - len(".json") - 2
 
+# format_time_us needs a datetime, which ends with the year 9999.
+MAX_EVENT_SECONDS = 253_402_300_799
+
 EventName = Literal["INSERT", "MODIFY", "REMOVE"]
 
 
@@ -112,7 +115,7 @@ def event_time_us(approximate_creation: object) -> int:
         raise InvalidValueError(
             f"ApproximateCreationDateTime {approximate_creation!r} is not a number"
         ) from None
-    if not seconds.is_finite() or seconds < 0:
+    if not seconds.is_finite() or not 0 <= seconds <= MAX_EVENT_SECONDS:
         raise InvalidValueError(f"ApproximateCreationDateTime {approximate_creation!r} is out of range")
     return int((seconds * 1_000_000).to_integral_value(decimal.ROUND_HALF_EVEN))
 
@@ -154,7 +157,7 @@ def decode_change(body: bytes, where: str) -> Change:
         if event_name not in EVENT_NAMES:
             raise CorruptVersionError(f"{where}: unknown event name {event_name!r}")
         sequence = str(doc["sequenceNumber"])
-        if not sequence.isdigit():
+        if not (sequence.isascii() and sequence.isdigit()):
             raise CorruptVersionError(f"{where}: sequence number {sequence!r} is not an integer")
         micros = doc["eventTimeMicros"]
         if not isinstance(micros, int) or isinstance(micros, bool):

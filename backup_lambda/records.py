@@ -9,7 +9,13 @@ from typing import Any
 
 from backup_lambda.ddbjson import validate_item
 from backup_lambda.errors import InvalidValueError, MalformedRecordError
-from backup_lambda.layout import EVENT_NAMES, Change, EventName, event_time_us
+from backup_lambda.layout import (
+    EVENT_NAMES,
+    Change,
+    EventName,
+    canonical_key_bytes,
+    event_time_us,
+)
 
 # arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>
 _ARN = re.compile(r"^arn:[\w-]+:dynamodb:[^:]*:[^:]*:table/(?P<table>[A-Za-z0-9_.-]{3,255})/stream/")
@@ -38,7 +44,7 @@ def table_from_arn(arn: object) -> str:
 def sequence_number_of(record: object) -> str:
     ddb = record.get("dynamodb") if isinstance(record, Mapping) else None
     sequence = ddb.get("SequenceNumber") if isinstance(ddb, Mapping) else None
-    if not isinstance(sequence, str) or not sequence.isdigit():
+    if not isinstance(sequence, str) or not (sequence.isascii() and sequence.isdigit()):
         raise MissingSequenceNumberError(
             f"stream record has no valid dynamodb.SequenceNumber ({sequence!r})"
         )
@@ -65,6 +71,7 @@ def _to_change(record: Mapping[str, Any], sequence: str) -> Change:
     if not keys:
         raise MalformedRecordError("record has no dynamodb.Keys")
     validate_item(keys, "Keys")
+    canonical_key_bytes(keys)  # key attributes must be S, N or B to name the item's object
     new_image = ddb.get("NewImage")
     if name == "REMOVE":
         new_image = None
