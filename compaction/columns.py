@@ -21,6 +21,7 @@ SYSTEM_COLUMNS = (
     "__key_hash",
     "__item",
     "__event_time",
+    "__event_name",
     "__sequence_number",
     "__version_id",
     "__written_at",
@@ -107,7 +108,8 @@ def choose_columns(
     stats: Mapping[str, AttributeStats], key_names: Iterable[str]
 ) -> list[tuple[str, str]]:
     """(name, type) of the typed columns: key attributes first, then the most common ones."""
-    keys = [k for k in key_names if k in stats]
+    # An attribute named like a system column stays only in the lossless item.
+    keys = [k for k in key_names if k in stats and k not in SYSTEM_COLUMNS]
     others = sorted(
         (name for name in stats if name not in keys and name not in SYSTEM_COLUMNS),
         key=lambda name: (-stats[name].count, name),

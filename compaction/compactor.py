@@ -15,7 +15,14 @@ from compaction import catalog
 from compaction.columns import Stats, choose_columns, collect, merge_stats
 from compaction.keyschema import resolve_key_schema
 from compaction.manifest import Column, Counts, DataFile, Manifest, SkippedVersion, snapshot_id
-from compaction.snapshot_io import read_spill, upload, write_export, write_parquet, write_spill
+from compaction.snapshot_io import (
+    read_spill,
+    upload,
+    write_export,
+    write_parquet,
+    write_spill,
+    write_tombstones,
+)
 from compaction.state import DEFAULT_CLOCK_SKEW_US, StatePlan, StateReader, plan_state
 
 
@@ -41,6 +48,8 @@ class UnitResult:
     stats: Stats = field(default_factory=dict)
     spill: Path | None = None
     export: DataFile | None = None
+    tombstones: DataFile | None = None
+    removed: int = 0
     skipped: list[SkippedVersion] = field(default_factory=list)
     sample_keys: dict[str, Any] | None = None
 
@@ -117,7 +126,11 @@ class Compactor:
                 for name, kind in choose_columns(stats, [k.name for k in key_schema])
             )
             parquet = self._map(lambda r: job.phase_two(r, columns), results, "parquet")
-        files = tuple(f for f in [*(r.export for r in results), *parquet] if f is not None)
+        files = tuple(
+            f
+            for f in [*(r.export for r in results), *(r.tombstones for r in results), *parquet]
+            if f is not None
+        )
         newest = [r.newest_event_us for r in results if r.newest_event_us is not None]
         if base is not None and base.newest_event_time_us is not None:
             newest.append(base.newest_event_time_us)
@@ -139,6 +152,7 @@ class Compactor:
                 objects_read=sum(r.read for r in results),
                 changed_keys=sum(r.changed_keys for r in results),
                 carried_rows=sum(r.carried for r in results),
+                removed=sum(r.removed for r in results),
             ),
             newest_event_time_us=max(newest) if newest else None,
             run_id=run_id,
@@ -189,10 +203,24 @@ class _UnitJob:
             carried=state.carried,
             newest_event_us=state.newest_event_us,
             skipped=state.skipped,
+            removed=len(state.removed),
         )
+        name = unit or "all"
+        if state.removed:
+            path = self.tmp / f"{name}.tombstones.parquet"
+            count = write_tombstones(path, state.removed)
+            result.tombstones = upload(
+                o._s3,
+                o._bucket,
+                path,
+                f"{self.run_root}tombstones/part-{name}.parquet",
+                "tombstones",
+                unit,
+                count,
+            )
+            path.unlink()
         if not state.rows:
             return result
-        name = unit or "all"
         result.sample_keys = state.rows[0].change.keys
         collect((r.change.new_image or {} for r in state.rows), result.stats)
         result.spill = self.tmp / f"{name}.arrow"

@@ -48,12 +48,19 @@ def _invert(text: str) -> str:
     return "".join(chr(0x10FFFF - ord(c)) for c in text)
 
 
-def fold_key(base: Row | None, rows: Iterable[Row], as_of_us: int) -> Row | None:
-    """The winning row among `base` and `rows` with event time <= as_of (None: absent)."""
+def fold_winner(base: Row | None, rows: Iterable[Row], as_of_us: int) -> Row | None:
+    """The winning change among `base` and `rows` with event time <= as_of, removals
+    included (a snapshot keeps winning removals as tombstones)."""
     best = base
     for row in rows:
         if row.change.event_time_us <= as_of_us and (best is None or row.rank > best.rank):
             best = row
+    return best
+
+
+def fold_key(base: Row | None, rows: Iterable[Row], as_of_us: int) -> Row | None:
+    """The item's row as of `as_of` (None: absent, never existed or removed)."""
+    best = fold_winner(base, rows, as_of_us)
     if best is None or best.change.is_removal:
         return None
     return best
@@ -111,16 +118,20 @@ class KeyPlan:
     def result(self, base: Row | None) -> Row | None:
         return fold_key(base, self.read, self.as_of_us)
 
+    def winner(self, base: Row | None) -> Row | None:
+        return fold_winner(base, self.read, self.as_of_us)
+
 
 def candidates_for(
     versions: list[Version], base: Row | None, since_us: int | None
 ) -> list[Version]:
     """The versions of one key that an incremental run must consider (empty: carry `base`).
 
-    Every version written at or before `since_us` was folded into the base snapshot. When
-    the base holds no row for the key but it has older versions, the key was removed
-    before the base; that removal's order is only known from those older versions, so the
-    key is folded from all of its versions (otherwise a late, older insert would revive it).
+    Every version written at or before `since_us` was folded into the base snapshot, whose
+    row for the key (live, or a tombstone for a removal) bounds them all. A base without
+    any row for a key that has older versions (a version skipped as corrupt, say) cannot
+    say how they ended, so that key is folded from all of its versions; otherwise a late,
+    older insert could revive an item removed before the base.
     """
     if since_us is None:
         return list(versions)

@@ -16,7 +16,7 @@ MANIFEST_VERSION = 1
 @dataclass(frozen=True)
 class DataFile:
     key: str
-    format: str  # "parquet" | "json.gz"
+    format: str  # "parquet" | "json.gz" | "tombstones"
     unit: str  # the hash prefix the file covers ("" = all)
     rows: int
     bytes: int
@@ -50,6 +50,7 @@ class Counts:
     objects_read: int
     changed_keys: int
     carried_rows: int
+    removed: int = 0  # tombstones: keys whose newest change as of the snapshot is a removal
 
 
 @dataclass(frozen=True)

@@ -160,28 +160,78 @@ def upload(s3: Any, bucket: str, path: Path, key: str, fmt: str, unit: str, rows
     )
 
 
-def base_files_for(manifest: Manifest, unit: str) -> list[DataFile]:
-    """The base's Parquet files that may hold keys of `unit` (shard sizes may differ)."""
-    return [
-        f
-        for f in manifest.files_of("parquet")
-        if f.unit.startswith(unit) or unit.startswith(f.unit)
+TOMBSTONE_COLUMNS = [
+    "__key_hash",
+    "__keys",
+    "__event_time",
+    "__sequence_number",
+    "__version_id",
+    "__written_at",
+]
+_TOMBSTONE_SCHEMA = pa.schema(
+    [
+        ("__key_hash", pa.string()),
+        ("__keys", pa.string()),
+        ("__event_time", _TIMESTAMP),
+        ("__sequence_number", pa.string()),
+        ("__version_id", pa.string()),
+        ("__written_at", _TIMESTAMP),
     ]
+)
 
 
-def read_base_rows(s3: Any, bucket: str, manifest: Manifest, unit: str) -> dict[str, Row]:
-    """The base snapshot's rows whose key hash starts with `unit`."""
+def write_tombstones(path: Path, rows: Sequence[Row]) -> int:
+    """Keys whose winning change is a removal, with that change's order (no image)."""
+    table = pa.table(
+        {
+            "__key_hash": [r.key_hash for r in rows],
+            "__keys": [item_json(r.change.keys) for r in rows],
+            "__event_time": pa.array([r.change.event_time_us for r in rows], pa.int64()).cast(
+                _TIMESTAMP
+            ),
+            "__sequence_number": [r.change.sequence_number for r in rows],
+            "__version_id": [r.version_id for r in rows],
+            "__written_at": pa.array([r.written_at_us for r in rows], pa.int64()).cast(_TIMESTAMP),
+        },
+        schema=_TOMBSTONE_SCHEMA,
+    )
+    pq.write_table(table, str(path), compression="zstd")
+    return int(table.num_rows)
+
+
+def base_files_for(manifest: Manifest, unit: str, fmt: str = "parquet") -> list[DataFile]:
+    """The base's files of `fmt` that may hold keys of `unit` (shard sizes may differ)."""
+    return [f for f in manifest.files_of(fmt) if f.unit.startswith(unit) or unit.startswith(f.unit)]
+
+
+def _get(s3: Any, bucket: str, key: str) -> bytes:
+    try:
+        body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except (ClientError, BotoCoreError) as e:
+        raise translate(e, bucket, key) from e
+    return body
+
+
+def read_base_rows(
+    s3: Any, bucket: str, manifest: Manifest, unit: str, *, tombstones: bool = False
+) -> dict[str, Row]:
+    """The snapshot's live rows whose key hash starts with `unit`; with `tombstones`, also
+    its tombstones (rows whose change is a removal), as a base for folding needs."""
     key_names = [k.name for k in manifest.key_schema]
     rows: dict[str, Row] = {}
     for data_file in base_files_for(manifest, unit):
-        try:
-            body = s3.get_object(Bucket=bucket, Key=data_file.key)["Body"].read()
-        except (ClientError, BotoCoreError) as e:
-            raise translate(e, bucket, data_file.key) from e
+        body = _get(s3, bucket, data_file.key)
         table = pq.read_table(pa.BufferReader(body), columns=BASE_COLUMNS)
         for record in _records(table):
             if record["__key_hash"].startswith(unit):
                 row = _row(record, manifest.table, key_names)
+                rows[row.key_hash] = row
+    for data_file in base_files_for(manifest, unit, "tombstones") if tombstones else []:
+        body = _get(s3, bucket, data_file.key)
+        table = pq.read_table(pa.BufferReader(body), columns=TOMBSTONE_COLUMNS)
+        for record in _records(table):
+            if record["__key_hash"].startswith(unit):
+                row = _tombstone(record, manifest.table)
                 rows[row.key_hash] = row
     return rows
 
@@ -199,6 +249,19 @@ def _records(table: pa.Table) -> Iterable[dict[str, Any]]:
     )
     records: list[dict[str, Any]] = table.to_pylist()
     return records
+
+
+def _tombstone(record: dict[str, Any], table_name: str) -> Row:
+    change = Change(
+        table=table_name,
+        keys=json.loads(record["__keys"]),
+        event_name="REMOVE",
+        event_id="",
+        sequence_number=record["__sequence_number"],
+        event_time_us=record["__event_time"],
+        new_image=None,
+    )
+    return Row(record["__key_hash"], change, record["__version_id"], record["__written_at"])
 
 
 def _row(record: dict[str, Any], table_name: str, key_names: list[str]) -> Row:

@@ -14,7 +14,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backup_lambda.errors import CorruptVersionError, NotFoundError
-from backup_lambda.layout import decode_change, items_prefix, key_hash
+from backup_lambda.layout import SHARD_HEX_DIGITS, decode_change, items_prefix, key_hash
 from compaction import catalog
 from compaction.fold import LAST_MODIFIED_RESOLUTION_US, KeyPlan, Row, Version, candidates_for
 from compaction.manifest import Manifest, SkippedVersion
@@ -39,6 +39,14 @@ def auto_shard_digits(estimated_items: int) -> int:
 
 def units_for(digits: int) -> list[str]:
     return [f"{i:0{digits}x}" for i in range(16**digits)] if digits else [""]
+
+
+def unit_listing_prefix(items_root: str, unit: str) -> str:
+    """Where a unit's versions are listed. Keys are <root><hash[:2]>/<hash>.json, so a unit
+    of three digits lies inside its shard folder: <root><unit[:2]>/<unit>."""
+    if len(unit) <= SHARD_HEX_DIGITS:
+        return items_root + unit
+    return f"{items_root}{unit[:SHARD_HEX_DIGITS]}/{unit}"
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,8 @@ class UnitState:
     """One unit's rows as of T (sorted by key hash) and what it cost to get them."""
 
     unit: str
-    rows: list[Row] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)  # live items
+    removed: list[Row] = field(default_factory=list)  # tombstones: winning removals
     listed: int = 0
     read: int = 0
     changed_keys: int = 0
@@ -133,7 +142,11 @@ class StateReader:
         plan = self._plan
         state = UnitState(unit)
         versions = self._list(unit, state)
-        base_rows = read_base_rows(self._s3, plan.bucket, plan.base, unit) if plan.base else {}
+        base_rows = (
+            read_base_rows(self._s3, plan.bucket, plan.base, unit, tombstones=True)
+            if plan.base
+            else {}
+        )
         key_plans = []
         for digest, listed in versions.items():
             base_row = base_rows.get(digest)
@@ -146,7 +159,7 @@ class StateReader:
         self._read_all(key_plans, state)
         rows = dict(base_rows)
         for key_plan in key_plans:
-            chosen = key_plan.result(base_rows.get(key_plan.key_hash))
+            chosen = key_plan.winner(base_rows.get(key_plan.key_hash))
             if chosen is None:
                 rows.pop(key_plan.key_hash, None)
             else:
@@ -157,14 +170,18 @@ class StateReader:
                         state.newest_event_us or 0, row.change.event_time_us
                     )
         changed = {p.key_hash for p in key_plans}
-        state.carried = sum(1 for digest in rows if digest not in changed)
-        state.rows = [rows[digest] for digest in sorted(rows)]
+        state.carried = sum(
+            1 for d, r in rows.items() if d not in changed and not r.change.is_removal
+        )
+        ordered = [rows[digest] for digest in sorted(rows)]
+        state.rows = [r for r in ordered if not r.change.is_removal]
+        state.removed = [r for r in ordered if r.change.is_removal]
         return state
 
     def _list(self, unit: str, state: UnitState) -> dict[str, list[Version]]:
         versions: dict[str, list[Version]] = {}
         root = items_prefix(self._plan.prefix, self._plan.table)
-        for ref in iter_versions(self._s3, self._plan.bucket, root + unit):
+        for ref in iter_versions(self._s3, self._plan.bucket, unit_listing_prefix(root, unit)):
             name = ref.key[len(root) :]
             digest = name[3:-5]  # "<hh>/<hash>.json"
             if ref.is_delete_marker or len(digest) != _HASH_HEX or not name.endswith(".json"):

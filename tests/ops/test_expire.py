@@ -393,15 +393,12 @@ def test_expire_without_a_backup_is_not_found(s3: Any, bucket: str) -> None:
         expire(s3, 1, now=now_us())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (report of the ops tests): the lifecycle rule can expire the removal "
-    "of an item that a replayed older change made noncurrent before the oldest kept "
-    "snapshot; a later re-creation of the item then revives the old image in between",
-)
 def test_lifecycle_never_expires_a_removal_a_kept_point_in_time_needs(
     s3: Any, bucket: str, s3_clock: Any
 ) -> None:
+    """A replay written after a removal makes the removal noncurrent early, so lifecycle
+    may expire it; the snapshot's tombstone for the key keeps the removal's order, so a
+    later re-creation does not revive the old image between the two."""
     log = ChangeLog(s3)
     t0 = whole_second_ago(3600)
     # Ten days ago (S3 time and event time): insert, remove, and a replay of the insert
