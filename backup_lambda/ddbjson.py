@@ -60,7 +60,9 @@ def _significand(value: decimal.Decimal) -> tuple[int, str, int]:
 
 def _parse_binary(text: object, where: str) -> bytes:
     if not isinstance(text, str):
-        raise InvalidValueError(f"{where}: binary must be a base64 string, got {type(text).__name__}")
+        raise InvalidValueError(
+            f"{where}: binary must be a base64 string, got {type(text).__name__}"
+        )
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
@@ -70,7 +72,9 @@ def _parse_binary(text: object, where: str) -> bytes:
 def validate_value(value: object, where: str = "value") -> None:
     """Raise InvalidValueError unless `value` is one valid DynamoDB attribute value."""
     if not isinstance(value, Mapping) or len(value) != 1:
-        raise InvalidValueError(f"{where}: expected one type tag like {{'S': ...}}, got {value!r:.80}")
+        raise InvalidValueError(
+            f"{where}: expected one type tag like {{'S': ...}}, got {value!r:.80}"
+        )
     ((tag, inner),) = value.items()
     if tag not in ALL_TAGS:
         raise InvalidValueError(f"{where}: unknown DynamoDB type tag {tag!r}")
@@ -149,7 +153,8 @@ def canonical_number(text: str, where: str = "number") -> str:
 def canonical_key_value(value: object, where: str = "key") -> list[str]:
     """A key attribute value (S, N or B) as [tag, canonical text]."""
     validate_value(value, where)
-    assert isinstance(value, Mapping)
+    if not isinstance(value, Mapping):  # validate_value has checked; this narrows the type
+        raise InvalidValueError(f"{where}: not an attribute value")
     ((tag, inner),) = value.items()
     if tag == "S":
         return ["S", inner]

@@ -108,7 +108,9 @@ def event_time_us(approximate_creation: object) -> int:
     if isinstance(approximate_creation, bool) or not isinstance(
         approximate_creation, int | float | str | decimal.Decimal
     ):
-        raise InvalidValueError(f"ApproximateCreationDateTime {approximate_creation!r} is not a number")
+        raise InvalidValueError(
+            f"ApproximateCreationDateTime {approximate_creation!r} is not a number"
+        )
     try:
         seconds = decimal.Decimal(str(approximate_creation))
     except decimal.InvalidOperation:
@@ -116,7 +118,9 @@ def event_time_us(approximate_creation: object) -> int:
             f"ApproximateCreationDateTime {approximate_creation!r} is not a number"
         ) from None
     if not seconds.is_finite() or not 0 <= seconds <= MAX_EVENT_SECONDS:
-        raise InvalidValueError(f"ApproximateCreationDateTime {approximate_creation!r} is out of range")
+        raise InvalidValueError(
+            f"ApproximateCreationDateTime {approximate_creation!r} is out of range"
+        )
     return int((seconds * 1_000_000).to_integral_value(decimal.ROUND_HALF_EVEN))
 
 

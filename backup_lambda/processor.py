@@ -61,7 +61,9 @@ def process_event(
 
     result = writer.write(changes)
     for failure in result.failed:
-        logger.error("change not written", sequence_number=failure.sequence_number, reason=failure.reason)
+        logger.error(
+            "change not written", sequence_number=failure.sequence_number, reason=failure.reason
+        )
         failures.append(failure.sequence_number)
 
     metrics.add_metric(name="RecordsWritten", unit=MetricUnit.Count, value=len(result.written))

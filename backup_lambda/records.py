@@ -18,7 +18,9 @@ from backup_lambda.layout import (
 )
 
 # arn:aws:dynamodb:<region>:<account>:table/<name>/stream/<label>
-_ARN = re.compile(r"^arn:[\w-]+:dynamodb:[^:]*:[^:]*:table/(?P<table>[A-Za-z0-9_.-]{3,255})/stream/")
+_ARN = re.compile(
+    r"^arn:[\w-]+:dynamodb:[^:]*:[^:]*:table/(?P<table>[A-Za-z0-9_.-]{3,255})/stream/"
+)
 _TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 
 

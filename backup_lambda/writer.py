@@ -41,7 +41,9 @@ class ChangeWriter:
     def write(self, changes: Sequence[Change]) -> WriteResult:
         chains: dict[str, list[Change]] = {}
         for change in changes:
-            chains.setdefault(object_key(self._prefix, change.table, change.keys), []).append(change)
+            chains.setdefault(object_key(self._prefix, change.table, change.keys), []).append(
+                change
+            )
         result = WriteResult()
         if not chains:
             return result
@@ -52,7 +54,9 @@ class ChangeWriter:
                 result.failed.extend(failed)
         return result
 
-    def _write_chain(self, chain: tuple[str, list[Change]]) -> tuple[list[Change], list[WriteFailure]]:
+    def _write_chain(
+        self, chain: tuple[str, list[Change]]
+    ) -> tuple[list[Change], list[WriteFailure]]:
         key, changes = chain
         for index, change in enumerate(changes):
             try:
@@ -62,7 +66,9 @@ class ChangeWriter:
                 # Later changes of this item wait for the redelivery, which starts at the
                 # lowest failed sequence number; that keeps each object's versions in order.
                 failed += [
-                    WriteFailure(c.sequence_number, "not attempted: an earlier change of this item failed")
+                    WriteFailure(
+                        c.sequence_number, "not attempted: an earlier change of this item failed"
+                    )
                     for c in changes[index + 1 :]
                 ]
                 return changes[:index], failed
