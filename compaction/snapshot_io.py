@@ -17,7 +17,7 @@ from pyarrow import ipc
 
 from backup_lambda.ddbjson import Item
 from backup_lambda.layout import Change
-from compaction.columns import typed_value
+from compaction.columns import SYSTEM_COLUMNS, typed_value
 from compaction.fold import Row
 from compaction.manifest import Column, DataFile, Manifest
 from compaction.s3errors import translate
@@ -34,15 +34,7 @@ _SPILL_SCHEMA = pa.schema(
     ]
 )
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
-BASE_COLUMNS = [
-    "__key_hash",
-    "__item",
-    "__event_time",
-    "__event_name",
-    "__sequence_number",
-    "__version_id",
-    "__written_at",
-]
+BASE_COLUMNS = list(SYSTEM_COLUMNS)
 
 
 def arrow_type(column_type: str) -> pa.DataType:

@@ -20,7 +20,7 @@ from compaction.fold import LAST_MODIFIED_RESOLUTION_US, KeyPlan, Row, Version, 
 from compaction.manifest import Manifest, SkippedVersion
 from compaction.s3errors import translate
 from compaction.snapshot_io import read_base_rows
-from compaction.versions import iter_versions
+from compaction.versions import has_objects, iter_versions
 
 DEFAULT_CLOCK_SKEW_US = 1_000_000
 _HASH_HEX = 64
@@ -79,7 +79,7 @@ def plan_state(
     skew_us: int = DEFAULT_CLOCK_SKEW_US,
 ) -> StatePlan:
     """Find the base (newest committed snapshot with as-of <= T) and size the units."""
-    if not _has_items(s3, bucket, prefix, table):
+    if not has_objects(s3, bucket, items_prefix(prefix, table)):
         raise NotFoundError(f"no backup of table {table!r} in s3://{bucket}/{prefix}")
     base = None if full else catalog.newest_at_or_before(s3, bucket, prefix, table, as_of_us)
     since_us = None
@@ -91,15 +91,6 @@ def plan_state(
         estimate = base.item_count if base else _estimate_items(s3, bucket, prefix, table)
         shard_digits = auto_shard_digits(estimate)
     return StatePlan(bucket, prefix, table, as_of_us, base, since_us, shard_digits, skew_us)
-
-
-def _has_items(s3: Any, bucket: str, prefix: str, table: str) -> bool:
-    root = items_prefix(prefix, table)
-    try:
-        response = s3.list_objects_v2(Bucket=bucket, Prefix=root, MaxKeys=1)
-    except (ClientError, BotoCoreError) as e:
-        raise translate(e, bucket, root) from e
-    return bool(response.get("KeyCount", 0))
 
 
 def _estimate_items(s3: Any, bucket: str, prefix: str, table: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -66,11 +67,24 @@ def read_change(s3: Any, bucket: str, ref: VersionRef) -> Change:
     return decode_change(body, f"s3://{bucket}/{ref.where}")
 
 
+def has_objects(s3: Any, bucket: str, folder: str) -> bool:
+    """Whether any object is stored under `folder` (one LIST of one key)."""
+    try:
+        response = s3.list_objects_v2(Bucket=bucket, Prefix=folder, MaxKeys=1)
+    except (ClientError, BotoCoreError) as e:
+        raise translate(e, bucket, folder) from e
+    return bool(response.get("KeyCount", 0))
+
+
 def table_has_backup(s3: Any, bucket: str, prefix: str, table: str) -> bool:
     """Whether anything at all is stored under the table's folder."""
-    root = table_root(prefix, table)
+    return has_objects(s3, bucket, table_root(prefix, table))
+
+
+def put_json(s3: Any, bucket: str, key: str, document: Any) -> None:
+    """Write a small JSON document (reports, records, tombstones)."""
+    body = json.dumps(document, indent=1, ensure_ascii=False).encode("utf-8")
     try:
-        response = s3.list_objects_v2(Bucket=bucket, Prefix=root, MaxKeys=1)
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
     except (ClientError, BotoCoreError) as e:
-        raise translate(e, bucket, root) from e
-    return bool(response.get("KeyCount", 0))
+        raise translate(e, bucket, key) from e

@@ -11,7 +11,6 @@ the backfill happened before the scan began, so the scanned image already includ
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 import uuid
@@ -26,8 +25,8 @@ from backup_lambda.errors import BackupError, NotFoundError, StorageError
 from backup_lambda.layout import Change, format_time_us, table_root
 from backup_lambda.writer import ChangeWriter
 from compaction.keyschema import describe_key_schema
-from compaction.s3errors import translate
 from compaction.state import DEFAULT_CLOCK_SKEW_US
+from compaction.versions import put_json
 from jobs.args import positive_int
 from jobs.clients import make_client, settings_from
 from jobs.ddbitems import from_client_item
@@ -172,10 +171,7 @@ class Backfiller:
             "items": report.items,
             "failed": report.failed,
         }
-        try:
-            self._s3.put_object(Bucket=self._bucket, Key=key, Body=json.dumps(body).encode())
-        except (ClientError, BotoCoreError) as e:
-            raise translate(e, self._bucket, key) from e
+        put_json(self._s3, self._bucket, key, body)
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -13,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backup_lambda.errors import BackupError
 from backup_lambda.layout import format_time_us, table_root
-from compaction.s3errors import translate
+from compaction.versions import put_json
 from jobs.args import positive_int
 from jobs.clients import make_client, settings_from
 from jobs.output import emit_json
@@ -124,15 +123,7 @@ class Drill:
     def _write_report(self, report: DrillReport, stamp: str) -> None:
         key = f"{table_root(self._prefix, self._table)}v1/drills/{stamp}.json"
         report.report_key = key
-        try:
-            self._s3.put_object(
-                Bucket=self._bucket,
-                Key=key,
-                Body=json.dumps(asdict(report), indent=1).encode(),
-                ContentType="application/json",
-            )
-        except (ClientError, BotoCoreError) as e:
-            raise translate(e, self._bucket, key) from e
+        put_json(self._s3, self._bucket, key, asdict(report))
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:

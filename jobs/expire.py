@@ -17,7 +17,7 @@ from compaction import catalog
 from compaction.retention import RetentionPolicy, lifecycle_rule, noncurrent_days, split_snapshots
 from compaction.s3errors import translate
 from compaction.state import DEFAULT_CLOCK_SKEW_US
-from compaction.versions import VersionRef, iter_versions, table_has_backup
+from compaction.versions import VersionRef, iter_versions, put_json, table_has_backup
 from jobs.args import positive_int
 from jobs.clients import make_client, settings_from
 from jobs.output import emit_json
@@ -159,11 +159,7 @@ class Expirer:
 
     def _put_tombstone(self, snapshot: str) -> None:
         key = f"{catalog.snapshots_prefix(self._prefix, self._table)}{snapshot}/{TOMBSTONE}"
-        body = json.dumps({"expired_at": format_time_us(self._now_us)}).encode()
-        try:
-            self._s3.put_object(Bucket=self._bucket, Key=key, Body=body)
-        except (ClientError, BotoCoreError) as e:
-            raise translate(e, self._bucket, key) from e
+        put_json(self._s3, self._bucket, key, {"expired_at": format_time_us(self._now_us)})
 
     def _delete(self, refs: list[VersionRef]) -> None:
         """Delete exact versions (no delete markers left behind), 1,000 per request."""
