@@ -1,0 +1,230 @@
+"""Helpers for the compaction tests on moto: a simulated clock, a change store, snapshot reads.
+
+S3 LastModified comes from moto's clock, which the `sim_clock` fixture drives, so that a
+test decides when each version was written (to the second, as S3 reports it) and when each
+change happened (its event time, in the body). The compactor gets the same clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from backup_lambda.ddbjson import Item
+from backup_lambda.layout import Change, encode_change, key_hash, object_key
+from compaction.compactor import CompactionConfig, CompactionResult, Compactor
+from compaction.manifest import Manifest
+
+SEC = 1_000_000
+BUCKET = "compaction-tests"
+TABLE = "orders"
+
+
+class SimClock:
+    """Epoch microseconds; offsets in seconds from `start_us` (a whole second, in the past)."""
+
+    def __init__(self, start_us: int) -> None:
+        self.start_us = start_us
+        self.now_us = start_us
+
+    def at(self, offset_s: float) -> int:
+        return self.start_us + round(offset_s * SEC)
+
+    def set(self, offset_s: float) -> None:
+        moment = self.at(offset_s)
+        assert moment >= self.now_us, "the simulated clock only moves forward"
+        self.now_us = moment
+
+    def time(self) -> float:
+        """`time.time()` for the compactor."""
+        return self.now_us / SEC
+
+    def utcnow(self) -> dt.datetime:
+        """moto's clock: a naive UTC datetime."""
+        return dt.datetime.fromtimestamp(self.now_us / SEC, dt.UTC).replace(tzinfo=None)
+
+
+@dataclass
+class Stored:
+    change: Change | None  # None for a corrupt body
+    key: str
+    version_id: str
+    written_us: int
+
+
+@dataclass
+class Store:
+    """Writes change documents as S3 object versions, exactly as the backup Lambda does."""
+
+    s3: Any
+    bucket: str
+    clock: SimClock
+    table: str = TABLE
+    prefix: str = ""
+    changes: list[Change] = field(default_factory=list)
+    stored: list[Stored] = field(default_factory=list)
+    _sequence: int = 0
+
+    def next_sequence(self) -> str:
+        # Grows from 1 digit to many, so that string order != integer order ("9" < "10").
+        self._sequence += 1
+        return str(self._sequence)
+
+    def put(
+        self,
+        keys: Item,
+        image: Item | None = None,
+        *,
+        event_s: float,
+        write_s: float | None = None,
+        name: str | None = None,
+        sequence: str | None = None,
+    ) -> Change:
+        """A change of `keys` at event time `event_s`, written at `write_s` (default: then)."""
+        event_name = name or ("REMOVE" if image is None else "INSERT")
+        sequence = sequence or self.next_sequence()
+        change = Change(
+            table=self.table,
+            keys=keys,
+            event_name=event_name,  # type: ignore[arg-type]
+            event_id=f"event-{sequence}",
+            sequence_number=sequence,
+            event_time_us=self.clock.at(event_s),
+            new_image=None if event_name == "REMOVE" else {**(image or {}), **keys},
+        )
+        self.changes.append(change)
+        self.write(change, event_s if write_s is None else write_s)
+        return change
+
+    def write(self, change: Change, write_s: float) -> Stored:
+        """Store `change` (again, for a replay) as a new version written at `write_s`."""
+        return self._put(change.keys, encode_change(change), write_s, change)
+
+    def put_raw(self, keys: Item, body: bytes, write_s: float) -> Stored:
+        return self._put(keys, body, write_s, None)
+
+    def _put(self, keys: Item, body: bytes, write_s: float, change: Change | None) -> Stored:
+        self.clock.set(write_s)
+        key = object_key(self.prefix, self.table, keys)
+        response = self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        stored = Stored(change, key, response["VersionId"], self.clock.now_us)
+        self.stored.append(stored)
+        return stored
+
+    def expected(self, as_of_us: int) -> dict[str, Change]:
+        """DESIGN.md's state as of T: greatest (event time, int(sequence)) at or before T."""
+        best: dict[str, Change] = {}
+        for change in self.changes:
+            if change.event_time_us > as_of_us:
+                continue
+            digest = key_hash(change.keys)
+            if digest not in best or change.order > best[digest].order:
+                best[digest] = change
+        return {d: c for d, c in best.items() if not c.is_removal}
+
+
+def compact(
+    s3: Any,
+    clock: SimClock,
+    *,
+    as_of_s: float,
+    run_s: float,
+    bucket: str = BUCKET,
+    table: str = TABLE,
+    prefix: str = "",
+    config: CompactionConfig | None = None,
+    dynamodb: Any | None = None,
+) -> CompactionResult:
+    """Run a compaction at simulated time `run_s` for the as-of `as_of_s`."""
+    clock.set(run_s)
+    compactor = Compactor(
+        s3, bucket, table, prefix=prefix, config=config, dynamodb=dynamodb, clock=clock.time
+    )
+    return compactor.run(clock.at(as_of_s))
+
+
+@dataclass
+class Snapshot:
+    manifest: Manifest
+    rows: dict[str, dict[str, Any]]  # key hash -> Parquet row (times as epoch microseconds)
+    export: list[dict[str, Any]]  # the parsed JSON lines
+    schema: pa.Schema
+
+    def items(self) -> dict[str, Item]:
+        return {digest: json.loads(row["__item"]) for digest, row in self.rows.items()}
+
+    def content(self) -> dict[str, tuple[str, int, str, str, int]]:
+        """Per item: the lossless item, event time, sequence number, version id, written at."""
+        return {
+            digest: (
+                row["__item"],
+                row["__event_time"],
+                row["__sequence_number"],
+                row["__version_id"],
+                row["__written_at"],
+            )
+            for digest, row in self.rows.items()
+        }
+
+    def export_lines(self) -> list[str]:
+        return sorted(json.dumps(line, sort_keys=True) for line in self.export)
+
+
+def read_snapshot(s3: Any, manifest: Manifest, bucket: str = BUCKET) -> Snapshot:
+    """Download every file the manifest lists, checking its bytes, sha256 and rows."""
+    rows: dict[str, dict[str, Any]] = {}
+    export: list[dict[str, Any]] = []
+    schema = None
+    for data_file in manifest.files:
+        body = s3.get_object(Bucket=bucket, Key=data_file.key)["Body"].read()
+        assert len(body) == data_file.bytes, data_file.key
+        assert hashlib.sha256(body).hexdigest() == data_file.sha256, data_file.key
+        if data_file.format == "parquet":
+            table = pq.read_table(pa.BufferReader(body))
+            assert table.num_rows == data_file.rows
+            if schema is not None:
+                assert table.schema == schema, "every Parquet file has the same schema"
+            schema = table.schema
+            for name in ("__event_time", "__written_at"):
+                index = table.schema.get_field_index(name)
+                table = table.set_column(index, name, table.column(name).cast(pa.int64()))
+            for row in table.to_pylist():
+                assert row["__key_hash"].startswith(data_file.unit)
+                assert row["__key_hash"] not in rows, "one row per item"
+                rows[row["__key_hash"]] = row
+        elif data_file.format == "tombstones":
+            table = pq.read_table(pa.BufferReader(body))
+            assert table.num_rows == data_file.rows
+            assert "__item" not in table.schema.names, "a tombstone holds no image"
+            for key_hash in table.column("__key_hash").to_pylist():
+                assert key_hash.startswith(data_file.unit)
+                assert key_hash not in rows, "a removed key is not also a live row"
+            assert table.num_rows <= manifest.counts.removed
+        else:
+            assert data_file.format == "json.gz"
+            lines = gzip.decompress(body).decode("utf-8").splitlines()
+            assert len(lines) == data_file.rows
+            export += [json.loads(line) for line in lines]
+    assert len(rows) == len(export) == manifest.counts.items
+    return Snapshot(manifest, rows, export, schema if schema is not None else pa.schema([]))
+
+
+def expected_content(store: Store, as_of_us: int) -> dict[str, tuple[dict[str, Any], int, str]]:
+    return {
+        digest: (change.new_image or {}, change.event_time_us, change.sequence_number)
+        for digest, change in store.expected(as_of_us).items()
+    }
+
+
+def actual_content(snapshot: Snapshot) -> dict[str, tuple[dict[str, Any], int, str]]:
+    return {
+        digest: (json.loads(row["__item"]), row["__event_time"], row["__sequence_number"])
+        for digest, row in snapshot.rows.items()
+    }
