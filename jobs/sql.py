@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -32,9 +34,29 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _items_select(columns: list[str]) -> str:
-    typed = [quote(c) for c in columns]
-    return ", ".join([*typed, "CAST(__item AS JSON) AS __item", *_SYSTEM])
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def _fold(name: str) -> str:
+    """How DuckDB compares identifiers: ASCII letters without case, all else exactly."""
+    return name.translate(_ASCII_LOWER)
+
+
+def _items_select(data_columns: list[str], columns: list[str]) -> str:
+    """The `items` select list. Columns are taken by position (#n): DuckDB binds names
+    without case, so by name "status" could read the attribute "Status", and "__item" an
+    attribute "__Item". Attributes whose names DuckDB cannot tell apart from another
+    column are no typed column (they stay in `__item`, which keeps them apart)."""
+    position = {name: i + 1 for i, name in enumerate(data_columns)}
+    taken = Counter(_fold(name) for name in [*columns, "__item", *_SYSTEM])
+    typed = [c for c in columns if taken[_fold(c)] == 1]
+    return ", ".join(
+        [
+            *(f"#{position[c]} AS {quote(c)}" for c in typed),
+            f"CAST(#{position['__item']} AS JSON) AS __item",
+            *(f"#{position[c]} AS {c}" for c in _SYSTEM),
+        ]
+    )
 
 
 def snapshots_table(manifests: list[Manifest]) -> pa.Table:
@@ -111,7 +133,8 @@ class SqlSession:
     def _register(self, data: Any, columns: list[str], manifests: list[Manifest]) -> None:
         self.con.register("__items_data", data)
         self.con.register("__snapshots_data", snapshots_table(manifests))
-        select = _items_select(columns)  # every identifier goes through quote()
+        # every identifier goes through quote()
+        select = _items_select(list(data.schema.names), columns)
         self.con.execute(f"CREATE VIEW items AS SELECT {select} FROM __items_data")  # noqa: S608
         self.con.execute("CREATE VIEW snapshots AS SELECT * FROM __snapshots_data")
         # From here on the query can read only the registered data: no files, no URLs,
