@@ -9,6 +9,7 @@ import datetime as dt
 import decimal
 import json
 import sys
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
@@ -104,6 +105,8 @@ def plain(value: Any) -> Any:
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
+    if isinstance(value, dt.timedelta | uuid.UUID):  # INTERVAL (comparing times), UUID
+        return str(value)
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -116,7 +119,7 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value, ensure_ascii=False, default=str)
     return str(value)
 
 
@@ -139,7 +142,7 @@ def write_result(
                     + (
                         v
                         if i in json_columns and v is not None
-                        else json.dumps(plain(v), ensure_ascii=False)
+                        else json.dumps(plain(v), ensure_ascii=False, default=str)
                     )
                     for i, (name, v) in enumerate(zip(names, row, strict=True))
                 ]

@@ -134,6 +134,34 @@ def test_jsonl_format(capsys: pytest.CaptureFixture[str], server: Server, data: 
     assert first["blob"] == "AP8="
 
 
+@pytest.mark.parametrize("fmt", ["table", "csv", "jsonl"])
+def test_time_spans_and_other_duckdb_types_print_in_every_format(
+    capsys: pytest.CaptureFixture[str],
+    server: Server,  # noqa: F811
+    data: Data,
+    fmt: str,
+) -> None:
+    """Comparing times gives INTERVALs: they (and UUIDs, nested or not) print, no crash."""
+    code, out, err = query(
+        capsys,
+        server,
+        "--format",
+        fmt,
+        "SELECT max(__event_time) - min(__event_time) AS span, "
+        "'00000000-0000-0000-0000-00000000002a'::UUID AS id, "
+        "{'span': INTERVAL 90 MINUTE, 'ids': ['00000000-0000-0000-0000-00000000002a'::UUID]} "
+        "AS nested FROM items",
+    )
+    assert (code, err) == (0, "")
+    assert "00000000-0000-0000-0000-00000000002a" in out
+    if fmt == "jsonl":
+        row = json.loads(out)
+        assert row["id"] == "00000000-0000-0000-0000-00000000002a"
+        assert row["nested"]["ids"] == ["00000000-0000-0000-0000-00000000002a"]
+        assert row["span"] == "0:00:20"  # event times 1 s .. 21 s after the base
+        assert row["nested"]["span"] == "1:30:00"
+
+
 def test_output_file_gets_the_result_and_stdout_nothing(
     capsys: pytest.CaptureFixture[str],
     server: Server,  # noqa: F811
