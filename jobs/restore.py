@@ -282,7 +282,21 @@ def partition_filter(schema: tuple[KeyAttribute, ...], value: str) -> tuple[str,
         raise UserInputError(str(e)) from None
 
 
-def read_key_file(path: str) -> frozenset[str]:
+def _check_key(keys: Item, schema: tuple[KeyAttribute, ...]) -> None:
+    """A key with other attribute names or types than the table's can match no item."""
+
+    def spell(pairs: dict[str, str]) -> str:
+        return ", ".join(f"{name} {kind}" for name, kind in sorted(pairs.items()))
+
+    expected = {k.name: k.attribute_type for k in schema}
+    actual = {name: next(iter(value)) for name, value in keys.items()}
+    if expected and actual != expected:
+        raise UserInputError(
+            f"key ({spell(actual)}) can match no item: the table's key is ({spell(expected)})"
+        )
+
+
+def read_key_file(path: str, schema: tuple[KeyAttribute, ...] = ()) -> frozenset[str]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
@@ -291,7 +305,9 @@ def read_key_file(path: str) -> frozenset[str]:
     for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
-                hashes.add(key_hash(parse_key(line)))
+                keys = parse_key(line)
+                _check_key(keys, schema)
+                hashes.add(key_hash(keys))
             except UserInputError as e:
                 raise UserInputError(f"--keys {path} line {number}: {e}") from None
     return frozenset(hashes)
@@ -336,13 +352,16 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers + 8)
     s3 = make_client("s3", settings)
     dynamodb = make_client("dynamodb", settings)
-    key_filter = KeyFilter(key_hashes=read_key_file(args.keys) if args.keys else None)
-    progress = ProgressBar(enabled=False if args.json else None)
-    announce: Callable[[str], None] = (lambda text: None) if args.json else print
-    if args.key_prefix is not None:
+    key_filter = KeyFilter()
+    if args.keys is not None or args.key_prefix is not None:
         plan = plan_state(s3, args.bucket, args.prefix, args.table, as_of)
         schema = backup_key_schema(s3, dynamodb, plan)
-        key_filter = KeyFilter(partition=partition_filter(schema, args.key_prefix))
+        if args.keys is not None:
+            key_filter = KeyFilter(key_hashes=read_key_file(args.keys, schema))
+        else:
+            key_filter = KeyFilter(partition=partition_filter(schema, args.key_prefix))
+    progress = ProgressBar(enabled=False if args.json else None)
+    announce: Callable[[str], None] = (lambda text: None) if args.json else print
     restorer = Restorer(
         s3,
         dynamodb,

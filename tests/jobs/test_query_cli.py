@@ -441,3 +441,26 @@ def test_python_variables_are_not_visible(
     monkeypatch.setattr(query_module, "leak_rows", pa.table({"marker_7f3a": [1]}), raising=False)
     code, out, err = query(capsys, server, "SELECT * FROM leak_rows")
     assert "Catalog Error" in one_line_error(code, out, err)
+
+
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"])
+def test_endpoint_from_the_environment(
+    capsys: pytest.CaptureFixture[str],
+    server: Server,  # noqa: F811
+    data: Data,
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+) -> None:
+    """The standard boto3 settings reach pyarrow's S3 filesystem too (no --endpoint-url)."""
+    from jobs.cli import main
+
+    monkeypatch.setenv(variable, server.endpoint_url)
+    capsys.readouterr()
+    code = main(
+        [
+            *("query", "--bucket", BUCKET, "--table", "orders", "--format", "csv"),
+            "SELECT count(*) AS n FROM items",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert (code, err, out.split()) == (0, "", ["n", "6"])

@@ -303,6 +303,44 @@ def test_keys_file_errors_are_one_line(
         assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"pk": "a", "sk": "5"}', "sk S"),  # the sort key is a number
+        ('{"pk": "a"}', "(pk S)"),  # part of the key
+        ('{"pk": "a", "sk": 5, "status": "x"}', "status S"),  # not only the key
+        ('{"id": "a", "sk": 5}', "id S"),  # another attribute
+    ],
+)
+def test_keys_that_cannot_be_the_tables_keys_are_refused(
+    backup: Backup,  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    line: str,
+    problem: str,
+) -> None:
+    """A key that can never match (wrong names or types) is an error, not a silent no-op."""
+    _state(backup)
+    create_table(backup.dynamodb, TARGET)
+    keys_file = tmp_path / "keys.jsonl"
+    keys_file.write_text('{"pk": "a", "sk": 0}\n' + line + "\n", encoding="utf-8")
+    capsys.readouterr()
+    code = main(
+        [
+            *("restore", "--bucket", BUCKET, "--table", TABLE, "--to", TARGET),
+            *("--keys", str(keys_file)),
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err.startswith(f"ddb-backup: error: --keys {keys_file} line 2: ")
+    assert problem in err
+    assert "the table's key is (pk S, sk N)" in err
+    assert err.count("\n") == 1
+    assert backup.target_items(TARGET) == {}
+
+
 # --verify ---------------------------------------------------------------------------
 
 
