@@ -31,6 +31,25 @@ def make_client(service: str, settings: AwsSettings) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class ClientFactory:
+    """A picklable recipe for a client: called on a distributed worker, it builds the client
+    there (once per process) from the worker's own AWS settings and credentials."""
+
+    service: str
+    settings: AwsSettings
+
+    def __call__(self) -> Any:
+        key = (self.service, self.settings)
+        client = _CLIENTS.get(key)
+        if client is None:
+            client = _CLIENTS[key] = make_client(self.service, self.settings)
+        return client
+
+
+_CLIENTS: dict[tuple[str, AwsSettings], Any] = {}
+
+
 def settings_from(args: argparse.Namespace, max_pool_connections: int = 32) -> AwsSettings:
     return AwsSettings(
         endpoint_url=getattr(args, "endpoint_url", None),

@@ -9,8 +9,9 @@ from typing import Any
 from backup_lambda.errors import UserInputError
 from backup_lambda.layout import format_time_us
 from compaction.compactor import CompactionConfig, Compactor
+from compaction.executor import DaskUnitExecutor
 from jobs.args import parse_time, positive_int
-from jobs.clients import make_client, settings_from
+from jobs.clients import ClientFactory, make_client, settings_from
 from jobs.output import emit_json
 from jobs.progress import ProgressBar
 
@@ -47,6 +48,17 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="hex digits per unit: 0 -> 1 file, 1 -> 16, 2 -> 256, 3 -> 4096 (default: by size)",
     )
     parser.add_argument(
+        "--executor",
+        choices=["local", "dask"],
+        default="local",
+        help="where shard tasks run: local threads, or dask.distributed (a local cluster, "
+        "or the one at --scheduler)",
+    )
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler")
+    parser.add_argument(
+        "--dask-workers", type=positive_int, default=2, help="processes of a local dask cluster"
+    )
+    parser.add_argument(
         "--skip-corrupt",
         action="store_true",
         help="skip unreadable versions (listed in the manifest) instead of failing",
@@ -61,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"--as-of {format_time_us(as_of)} is in the future")
     settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers * 2)
     progress = ProgressBar(enabled=None if not args.json else False)
+    executor = None
+    if args.executor == "dask" or args.scheduler:
+        executor = DaskUnitExecutor(address=args.scheduler, workers=args.dask_workers)
     compactor = Compactor(
         make_client("s3", settings),
         args.bucket,
@@ -75,11 +90,15 @@ def run(args: argparse.Namespace) -> int:
         ),
         dynamodb=make_client("dynamodb", settings),
         progress=progress,
+        executor=executor,
+        s3_factory=ClientFactory("s3", settings),
     )
     try:
         result = compactor.run(as_of)
     finally:
         progress.close()
+        if executor is not None:
+            executor.close()
     manifest = result.manifest
     summary = {
         "snapshot": manifest.id,
