@@ -190,7 +190,7 @@ def main() -> None:
         same = inc_rows == full_rows
 
         timings_done = time.perf_counter()
-        sizes = [int(x) for x in args.rss_keys.split(",")]
+        sizes = [int(x) for x in args.rss_keys.split(",") if x.strip()]
         rss = {n: peak_rss_mb(endpoint, n, args.versions) for n in sizes}
         print(f"(peak RSS runs took {time.perf_counter() - timings_done:.0f}s)", file=sys.stderr)
 
