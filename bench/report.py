@@ -47,7 +47,7 @@ FULL_PLAN = [
             "--runs",
             "3",
             "--rss-keys",
-            "1000,2000",
+            "",
         ],
     ),
     ("restore_10k", ["bench.restore", "--keys", "3334", "--versions", "3", "--runs", "3"]),
