@@ -8,6 +8,7 @@ import csv
 import datetime as dt
 import decimal
 import json
+import math
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -106,6 +107,8 @@ def plain(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, dt.timedelta | uuid.UUID):  # INTERVAL (comparing times), UUID
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):  # JSON has no NaN/Infinity
         return str(value)
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}

@@ -150,16 +150,17 @@ def test_time_spans_and_other_duckdb_types_print_in_every_format(
         "SELECT max(__event_time) - min(__event_time) AS span, "
         "'00000000-0000-0000-0000-00000000002a'::UUID AS id, "
         "{'span': INTERVAL 90 MINUTE, 'ids': ['00000000-0000-0000-0000-00000000002a'::UUID]} "
-        "AS nested FROM items",
+        "AS nested, 'nan'::DOUBLE AS nan, -'inf'::DOUBLE AS minus_inf FROM items",
     )
     assert (code, err) == (0, "")
     assert "00000000-0000-0000-0000-00000000002a" in out
     if fmt == "jsonl":
-        row = json.loads(out)
+        row = json.loads(out, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
         assert row["id"] == "00000000-0000-0000-0000-00000000002a"
         assert row["nested"]["ids"] == ["00000000-0000-0000-0000-00000000002a"]
         assert row["span"] == "0:00:20"  # event times 1 s .. 21 s after the base
         assert row["nested"]["span"] == "1:30:00"
+        assert (row["nan"], row["minus_inf"]) == ("nan", "-inf")  # strict JSON: no NaN
 
 
 def test_output_file_gets_the_result_and_stdout_nothing(

@@ -41,9 +41,11 @@ def test_late_changes_land_by_event_time_and_only_they_are_read(backup: Backup) 
     for sk in range(8):
         b.item("p", sk, base + sk * SECOND, status="placed")
     b.remove("p", 7, base + 20 * SECOND)
-    # LastModified has 1-second resolution and 1 s of clock skew is allowed: let the
-    # versions fall clearly before the snapshot's as-of so that the snapshot carries them.
-    time.sleep(2.2)
+    # LastModified is the write time cut to the second, and 1 s of clock skew is allowed:
+    # a restore takes versions with LastModified <= as-of - 2 s as folded into the snapshot.
+    # Wait until the last write falls there, so that the snapshot carries them.
+    last_write = time.time()
+    time.sleep(int(last_write) + 2.05 - last_write)
     as_of = now_us()
     manifest = b.compact(as_of)
     assert manifest.counts.items == 7
