@@ -156,6 +156,7 @@ class Snapshot:
     rows: dict[str, dict[str, Any]]  # key hash -> Parquet row (times as epoch microseconds)
     export: list[dict[str, Any]]  # the parsed JSON lines
     schema: pa.Schema
+    removed: dict[str, dict[str, Any]] = field(default_factory=dict)  # key hash -> tombstone
 
     def items(self) -> dict[str, Item]:
         return {digest: json.loads(row["__item"]) for digest, row in self.rows.items()}
@@ -180,6 +181,7 @@ class Snapshot:
 def read_snapshot(s3: Any, manifest: Manifest, bucket: str = BUCKET) -> Snapshot:
     """Download every file the manifest lists, checking its bytes, sha256 and rows."""
     rows: dict[str, dict[str, Any]] = {}
+    removed: dict[str, dict[str, Any]] = {}
     export: list[dict[str, Any]] = []
     schema = None
     for data_file in manifest.files:
@@ -203,9 +205,13 @@ def read_snapshot(s3: Any, manifest: Manifest, bucket: str = BUCKET) -> Snapshot
             table = pq.read_table(pa.BufferReader(body))
             assert table.num_rows == data_file.rows
             assert "__item" not in table.schema.names, "a tombstone holds no image"
-            for key_hash in table.column("__key_hash").to_pylist():
-                assert key_hash.startswith(data_file.unit)
-                assert key_hash not in rows, "a removed key is not also a live row"
+            for name in ("__event_time", "__written_at"):
+                index = table.schema.get_field_index(name)
+                table = table.set_column(index, name, table.column(name).cast(pa.int64()))
+            for tombstone in table.to_pylist():
+                assert tombstone["__key_hash"].startswith(data_file.unit)
+                assert tombstone["__key_hash"] not in removed, "one tombstone per key"
+                removed[tombstone["__key_hash"]] = tombstone
             assert table.num_rows <= manifest.counts.removed
         else:
             assert data_file.format == "json.gz"
@@ -213,7 +219,11 @@ def read_snapshot(s3: Any, manifest: Manifest, bucket: str = BUCKET) -> Snapshot
             assert len(lines) == data_file.rows
             export += [json.loads(line) for line in lines]
     assert len(rows) == len(export) == manifest.counts.items
-    return Snapshot(manifest, rows, export, schema if schema is not None else pa.schema([]))
+    assert len(removed) == manifest.counts.removed
+    assert not set(removed) & set(rows), "a removed key is not also a live row"
+    return Snapshot(
+        manifest, rows, export, schema if schema is not None else pa.schema([]), removed
+    )
 
 
 def expected_content(store: Store, as_of_us: int) -> dict[str, tuple[dict[str, Any], int, str]]:

@@ -162,6 +162,9 @@ def test_full_then_incremental_equals_full(
     # The same rows, down to the stored version each came from, and the same export.
     assert s2.content() == s3.content()
     assert s2.export_lines() == s3.export_lines()
+    # And the same tombstones, which the next incremental run folds against.
+    assert s2.removed == s3.removed
+    assert set(s2.removed) == {digest(1), digest(5)}
     assert r2.manifest.columns == r3.manifest.columns
     assert r2.manifest.counts.items == r3.manifest.counts.items == len(expected)
 

@@ -188,22 +188,34 @@ def full_fold(written: Iterable[Written], as_of_us: int) -> dict[str, Row]:
 
 @dataclass
 class RunResult:
-    state: dict[str, Row]
+    winners: dict[str, Row]  # what a snapshot keeps: live rows and tombstones (removals)
     reads: int = 0
     reads_per_key: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def state(self) -> dict[str, Row]:
+        """The live items."""
+        return {d: row for d, row in self.winners.items() if not row.change.is_removal}
 
 
 def run(
     written: Iterable[Written],
     as_of_us: int,
     skew_us: int,
-    base: dict[str, Row] | None = None,
+    base: RunResult | None = None,
     since_us: int | None = None,
+    *,
+    tombstones: bool = True,
 ) -> RunResult:
-    """What the compactor does per key: candidates, then the KeyPlan read rounds."""
-    result = RunResult(dict(base or {}))
+    """What the compactor does per key: candidates, then the KeyPlan read rounds.
+
+    The base is the previous run's winners: with `tombstones`, removals too (as snapshots
+    keep them); without, only live rows (a base with no row for a key that has versions).
+    """
+    start = {} if base is None else base.winners if tombstones else base.state
+    result = RunResult(dict(start))
     for digest, stored in by_key(written).items():
-        base_row = (base or {}).get(digest)
+        base_row = start.get(digest)
         candidates = candidates_for([s.version for s in stored], base_row, since_us)
         if not candidates:
             continue
@@ -217,11 +229,13 @@ def run(
                 plan.accept(bodies[version.version_id].row())
         result.reads += reads
         result.reads_per_key[digest] = reads
-        chosen = plan.result(base_row)
-        if chosen is None:
-            result.state.pop(digest, None)
+        live = plan.result(base_row)
+        winner = plan.winner(base_row)
+        assert live == (None if winner is None or winner.change.is_removal else winner)
+        if winner is None:
+            result.winners.pop(digest, None)
         else:
-            result.state[digest] = chosen
+            result.winners[digest] = winner
     return result
 
 
@@ -264,7 +278,7 @@ def test_read_plan_skips_only_versions_that_cannot_win(
         event(f"fraction read: {round(result.reads / listed, 1)}")
 
 
-@FUZZ
+@settings(FUZZ, max_examples=300)
 @given(
     histories(),
     st.lists(
@@ -273,9 +287,10 @@ def test_read_plan_skips_only_versions_that_cannot_win(
         max_size=3,
     ),
     st.integers(-SEC, 14 * SEC),
+    st.booleans(),
 )
 def test_incremental_over_any_split_equals_full(
-    history: History, splits: list[tuple[int, int, int]], final_offset: int
+    history: History, splits: list[tuple[int, int, int]], final_offset: int, tombstones: bool
 ) -> None:
     """A chain of runs at T1 <= T2 <= ... each incremental from the previous one.
 
@@ -295,17 +310,23 @@ def test_incremental_over_any_split_equals_full(
         points.append((as_of, listing, cutoff))
     final_as_of = max(as_of, BASE_US + final_offset)
 
-    base: dict[str, Row] | None = None
+    base: RunResult | None = None
     since = None
     for as_of_us, listing_us, cutoff_us in points:
         seen = [s for s in history.written if s.true_write_us <= cutoff_us]
-        current = run(seen, as_of_us, skew, base=base, since_us=since)
+        current = run(seen, as_of_us, skew, base=base, since_us=since, tombstones=tombstones)
         assert chosen(current.state) == chosen(full_fold(seen, as_of_us))
-        base, since = current.state, since_for(as_of_us, listing_us, skew)
+        if tombstones:  # the same tombstones too, so the next run folds against the same
+            assert chosen(current.winners) == chosen(run(seen, as_of_us, skew).winners)
+        base, since = current, since_for(as_of_us, listing_us, skew)
 
-    incremental = run(history.written, final_as_of, skew, base=base, since_us=since)
+    incremental = run(
+        history.written, final_as_of, skew, base=base, since_us=since, tombstones=tombstones
+    )
     full = run(history.written, final_as_of, skew)
     assert chosen(incremental.state) == chosen(full.state)
+    if tombstones:
+        assert chosen(incremental.winners) == chosen(full.winners)
     assert changes_of(incremental.state) == oracle(history.changes, final_as_of)
     late = [
         s
@@ -334,7 +355,7 @@ def test_replays_change_nothing(history: History, data: st.DataObject) -> None:
     assert after_full == oracle(history.changes, as_of_us)
     # Also when the replays arrive after a snapshot: the next incremental run is unchanged.
     seen = [s for s in history.written if s.true_write_us <= base_listing]
-    base = run(seen, base_as_of, history.skew_us).state
+    base = run(seen, base_as_of, history.skew_us)
     since = since_for(base_as_of, base_listing, history.skew_us)
     incremental = run(history.written, as_of_us, history.skew_us, base=base, since_us=since)
     assert changes_of(incremental.state) == before_full
@@ -397,28 +418,37 @@ def test_removal_and_reinsert() -> None:
         assert changes_of(full_fold(history.written, as_of_us)) == state
         assert changes_of(run(history.written, as_of_us, SEC).state) == state
     # Incremental from the removal: the re-insert brings the item back.
-    base = run(history.written[:2], BASE_US + 2 * SEC, SEC).state
-    assert base == {}
+    base = run(history.written[:2], BASE_US + 2 * SEC, SEC)
+    assert base.state == {}
     since = since_for(BASE_US + 2 * SEC, BASE_US + 2 * SEC, SEC)
     incremental = run(history.written, BASE_US + 5 * SEC, SEC, base=base, since_us=since)
     assert changes_of(incremental.state) == {digest: again}
 
 
-def test_removed_key_stays_removed_when_an_older_insert_arrives_late() -> None:
+@pytest.mark.parametrize("tombstones", [True, False])
+def test_removed_key_stays_removed_when_an_older_insert_arrives_late(tombstones: bool) -> None:
     """Remove at 5 s; snapshot at 6 s; then an insert with event time 3 s lands at 100 s."""
     history = History(skew_us=SEC, s3_behind_us=0)
     keys = KEYS[2]
     history.add(make_change(keys, "INSERT", BASE_US + 1 * SEC, "1"), BASE_US + 1 * SEC)
-    history.add(make_change(keys, "REMOVE", BASE_US + 5 * SEC, "5"), BASE_US + 5 * SEC)
-    base = run(history.written, BASE_US + 6 * SEC, SEC).state
-    assert base == {}
+    removal = history.add(make_change(keys, "REMOVE", BASE_US + 5 * SEC, "5"), BASE_US + 5 * SEC)
+    base = run(history.written, BASE_US + 6 * SEC, SEC)
+    assert base.state == {}
+    assert changes_of(base.winners) == {key_hash(keys): removal}  # the tombstone
     history.add(make_change(keys, "INSERT", BASE_US + 3 * SEC, "3"), BASE_US + 100 * SEC)
     since = since_for(BASE_US + 6 * SEC, BASE_US + 7 * SEC, SEC)
     versions = [s.version for s in history.written]
-    # The base holds no row but the key has older versions: fold it from all of them.
-    assert candidates_for(versions, None, since) == versions
-    incremental = run(history.written, BASE_US + 200 * SEC, SEC, base=base, since_us=since)
+    if tombstones:
+        # The tombstone bounds the older versions: only those written since are candidates.
+        assert candidates_for(versions, base.winners[key_hash(keys)], since) == versions[1:]
+    else:
+        # No row at all in the base but older versions: fold it from all of them.
+        assert candidates_for(versions, None, since) == versions
+    incremental = run(
+        history.written, BASE_US + 200 * SEC, SEC, base=base, since_us=since, tombstones=tombstones
+    )
     assert incremental.state == {}
+    assert incremental.reads == 2  # the late insert, then the removal; the rest cannot win
     assert full_fold(history.written, BASE_US + 200 * SEC) == {}
 
 
@@ -427,8 +457,8 @@ def test_late_write_covered_by_an_earlier_snapshot_lands_in_the_next_one() -> No
     keys = KEYS[0]
     digest = key_hash(keys)
     old = history.add(make_change(keys, "INSERT", BASE_US + 1 * SEC, "1"), BASE_US + 1 * SEC)
-    base = run(history.written, BASE_US + 10 * SEC, SEC).state  # built at 11 s
-    assert changes_of(base) == {digest: old}
+    base = run(history.written, BASE_US + 10 * SEC, SEC)  # built at 11 s
+    assert changes_of(base.state) == {digest: old}
     late = history.add(make_change(keys, "MODIFY", BASE_US + 8 * SEC, "8"), BASE_US + 300 * SEC)
     since = since_for(BASE_US + 10 * SEC, BASE_US + 11 * SEC, SEC)
     incremental = run(history.written, BASE_US + 20 * SEC, SEC, base=base, since_us=since)
@@ -443,7 +473,7 @@ def test_late_write_covered_by_an_earlier_snapshot_lands_in_the_next_one() -> No
 def test_new_key_after_base_needs_no_older_versions() -> None:
     history = History(skew_us=SEC, s3_behind_us=0)
     history.add(make_change(KEYS[0], "INSERT", BASE_US, "1"), BASE_US)
-    base = run(history.written, BASE_US + 5 * SEC, SEC).state  # listed at 6 s
+    base = run(history.written, BASE_US + 5 * SEC, SEC)  # listed at 6 s
     fresh = history.add(make_change(KEYS[3], "INSERT", BASE_US + 9 * SEC, "2"), BASE_US + 9 * SEC)
     since = since_for(BASE_US + 5 * SEC, BASE_US + 5 * SEC, SEC)
     incremental = run(history.written, BASE_US + 20 * SEC, SEC, base=base, since_us=since)
