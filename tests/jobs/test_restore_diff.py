@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from moto import mock_aws
 
 from backup_lambda.ddbjson import Item
 from backup_lambda.errors import StorageError
@@ -19,27 +21,55 @@ from tests.jobs.restore_fixtures import (
     SECOND,
     TABLE,
     Backup,
-    backup,  # noqa: F401 - fixture
     create_table,
+    fake_aws_env,
     key_of,
-    mocked,  # noqa: F401 - fixture
+    make_backup,
+    new_session,
     now_us,
     put_items,
+    share_sessions,
 )
 
 TARGET = "target"
+_AS_OF: dict[int, int] = {}
 
 
-def _state(b: Backup, items: int = 40) -> int:
-    """`items` items in partitions a, b, c (some modified, two removed); returns as-of."""
+def _write_state(b: Backup) -> int:
+    """40 items in partitions a, b, c (some modified, two removed); returns the as-of."""
     base = now_us() - 1800 * SECOND
-    for sk in range(items):
+    for sk in range(40):
         b.item("abc"[sk % 3], sk, base + sk * SECOND, status="placed", n=sk)
     b.item("a", 0, base + 100 * SECOND, status="paid", n=0)
     b.remove("b", 1, base + 101 * SECOND)
     b.remove("c", 2, base + 102 * SECOND)
     b.item("a", 3, base + 400 * SECOND, status="after the as-of")
     return base + 200 * SECOND
+
+
+@pytest.fixture(scope="module")
+def shared_backup() -> Iterator[Backup]:
+    """One data set for the module (the tests only read it); each test has its target."""
+    with mock_aws():
+        session = new_session()
+        b = make_backup(session.client("s3"), session.client("dynamodb"))
+        _AS_OF[id(b)] = _write_state(b)
+        yield b
+
+
+@pytest.fixture
+def backup(shared_backup: Backup, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backup]:
+    fake_aws_env(monkeypatch)
+    share_sessions(monkeypatch)
+    yield shared_backup
+    for name in shared_backup.dynamodb.list_tables()["TableNames"]:
+        if name != TABLE:
+            shared_backup.dynamodb.delete_table(TableName=name)
+
+
+def _state(b: Backup) -> int:
+    """The as-of time of the module's data set."""
+    return _AS_OF[id(b)]
 
 
 def _image(b: Backup, as_of: int, pk: str, sk: int) -> Item:
@@ -62,7 +92,7 @@ def _prepare_target(b: Backup, as_of: int) -> dict[str, Item]:
     return b.target_items(TARGET)
 
 
-def test_diff_restore_ends_with_exactly_the_state(backup: Backup) -> None:  # noqa: F811
+def test_diff_restore_ends_with_exactly_the_state(backup: Backup) -> None:
     as_of = _state(backup)
     before = _prepare_target(backup, as_of)
     state = backup.oracle(as_of)
@@ -81,7 +111,7 @@ def test_diff_restore_ends_with_exactly_the_state(backup: Backup) -> None:  # no
     assert backup.target_items(TARGET) == state
 
 
-def test_dry_run_counts_and_writes_nothing(backup: Backup) -> None:  # noqa: F811
+def test_dry_run_counts_and_writes_nothing(backup: Backup) -> None:
     as_of = _state(backup)
     before = _prepare_target(backup, as_of)
     dry = backup.restore(TARGET, as_of, dry_run=True)
@@ -94,7 +124,7 @@ def test_dry_run_counts_and_writes_nothing(backup: Backup) -> None:  # noqa: F81
 
 
 def test_dry_run_cli_prints_the_counts(
-    backup: Backup,  # noqa: F811
+    backup: Backup,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     as_of = _state(backup)
@@ -112,7 +142,7 @@ def test_dry_run_cli_prints_the_counts(
     assert backup.target_items(TARGET) == before
 
 
-def test_restores_to_other_times_converge_in_place(backup: Backup) -> None:  # noqa: F811
+def test_restores_to_other_times_converge_in_place(backup: Backup) -> None:
     as_of = _state(backup)
     later = as_of + 300 * SECOND
     backup.restore(TARGET, as_of, create_table=True)
@@ -147,8 +177,8 @@ class FailingAfter:
         return getattr(self._client, name)
 
 
-def test_interrupted_restore_converges_when_rerun(backup: Backup) -> None:  # noqa: F811
-    as_of = _state(backup, items=90)
+def test_interrupted_restore_converges_when_rerun(backup: Backup) -> None:
+    as_of = _state(backup)
     create_table(backup.dynamodb, TARGET)
     broken = Backup(backup.s3, FailingAfter(backup.dynamodb, calls=1), changes=backup.changes)
     with pytest.raises(StorageError, match="BatchWriteItem on target: InternalServerError"):
@@ -194,7 +224,7 @@ def _expected_partial(
 
 
 def test_partial_restore_of_listed_keys(
-    backup: Backup,  # noqa: F811
+    backup: Backup,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -224,7 +254,7 @@ def test_partial_restore_of_listed_keys(
     assert backup.target_items(TARGET) == _expected_partial(backup, as_of, before, listed)
 
 
-def test_partial_restore_by_key_filter_api(backup: Backup) -> None:  # noqa: F811
+def test_partial_restore_by_key_filter_api(backup: Backup) -> None:
     as_of = _state(backup)
     before = _partial_target(backup, as_of)
     listed = [key_of("a", 0), key_of("b", 1)]
@@ -236,7 +266,7 @@ def test_partial_restore_by_key_filter_api(backup: Backup) -> None:  # noqa: F81
 
 
 def test_partial_restore_of_one_partition(
-    backup: Backup,  # noqa: F811
+    backup: Backup,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     as_of = _state(backup)
@@ -260,29 +290,8 @@ def test_partial_restore_of_one_partition(
     assert backup.target_items(TARGET) == expected
 
 
-def test_key_prefix_of_the_wrong_type_is_a_usage_error(
-    mocked: tuple[Any, Any],  # noqa: F811
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    s3, dynamodb = mocked
-    from tests.jobs.restore_fixtures import make_backup
-
-    b = make_backup(s3, dynamodb, source_table=False)
-    create_table(dynamodb, TABLE, {"pk": "N", "sk": "N"})
-    b.put({"pk": {"N": "1"}, "sk": {"N": "1"}}, now_us() - 60 * SECOND, {"pk": {"N": "1"}})
-    create_table(dynamodb, TARGET, {"pk": "N", "sk": "N"})
-    capsys.readouterr()
-    code = main(
-        ["restore", "--bucket", BUCKET, "--table", TABLE, "--to", TARGET, "--key-prefix", "x"]
-    )
-    _, err = capsys.readouterr()
-    assert code == 2
-    assert err.startswith("ddb-backup: error: --key-prefix")
-    assert err.count("\n") == 1
-
-
 def test_keys_file_errors_are_one_line(
-    backup: Backup,  # noqa: F811
+    backup: Backup,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -313,7 +322,7 @@ def test_keys_file_errors_are_one_line(
     ],
 )
 def test_keys_that_cannot_be_the_tables_keys_are_refused(
-    backup: Backup,  # noqa: F811
+    backup: Backup,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     line: str,
@@ -344,7 +353,7 @@ def test_keys_that_cannot_be_the_tables_keys_are_refused(
 # --verify ---------------------------------------------------------------------------
 
 
-def test_verify_passes_on_a_good_restore(backup: Backup) -> None:  # noqa: F811
+def test_verify_passes_on_a_good_restore(backup: Backup) -> None:
     as_of = _state(backup)
     report = backup.restore(TARGET, as_of, create_table=True, verify=True)
     assert report.verified is True
@@ -374,7 +383,7 @@ class DroppingOnePut:
         return getattr(self._client, name)
 
 
-def test_verify_fails_when_a_write_was_lost(backup: Backup) -> None:  # noqa: F811
+def test_verify_fails_when_a_write_was_lost(backup: Backup) -> None:
     as_of = _state(backup)
     lossy = Backup(backup.s3, DroppingOnePut(backup.dynamodb), changes=backup.changes)
     with pytest.raises(VerifyError, match=r"verify failed on 'target': 1 missing, 0 unexpected"):
@@ -382,7 +391,7 @@ def test_verify_fails_when_a_write_was_lost(backup: Backup) -> None:  # noqa: F8
 
 
 def test_verify_fails_when_the_target_changes_before_the_check(
-    backup: Backup,  # noqa: F811
+    backup: Backup,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -201,3 +201,24 @@ def test_single_key_tables_are_created_from_the_versions_alone(
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert table["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "N"}]
     assert b.target_items("single") == b.oracle(base + 60 * SECOND)
+
+
+def test_key_prefix_of_the_wrong_type_is_a_usage_error(
+    mocked: tuple[Any, Any],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.jobs.restore_fixtures import make_backup
+
+    s3, dynamodb = mocked
+    b = make_backup(s3, dynamodb, source_table=False)
+    create_table(dynamodb, TABLE, {"pk": "N", "sk": "N"})
+    b.put({"pk": {"N": "1"}, "sk": {"N": "1"}}, now_us() - 60 * SECOND, {"pk": {"N": "1"}})
+    create_table(dynamodb, "numbers", {"pk": "N", "sk": "N"})
+    capsys.readouterr()
+    code = main(
+        ["restore", "--bucket", BUCKET, "--table", TABLE, "--to", "numbers", "--key-prefix", "x"]
+    )
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err.startswith("ddb-backup: error: --key-prefix")
+    assert err.count("\n") == 1
