@@ -115,28 +115,27 @@ def rows_of(s3: Any, bucket: str, manifest: Any) -> dict[str, tuple[str, int, st
 
 
 def peak_rss_mb(endpoint: str, keys: int, versions: int) -> float:
-    """Peak RSS of a separate process that loads and compacts a table of `keys` items."""
-    code = (
-        "import sys,time;from bench.compaction import _rss_child;"
-        f"_rss_child({endpoint!r},{keys},{versions})"
-    )
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-c", code], check=True)  # noqa: S603
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(before, after) / 1024
-
-
-def _rss_child(endpoint: str, keys: int, versions: int) -> None:
-    counter = RequestCounter()
-    s3, _ = clients(endpoint, counter)
+    """Peak RSS of a separate process that only compacts a table of `keys` items (the
+    table is loaded by this process first, so generating it does not count)."""
+    s3, _ = clients(endpoint, RequestCounter())
     bucket = f"rss-{uuid.uuid4().hex[:8]}"
     make_bucket(s3, bucket)
-    changes = generate(range(keys), versions, now_us() - 10**9, 10**6, Sequence())
-    write_changes(s3, bucket, changes)
+    write_changes(s3, bucket, generate(range(keys), versions, now_us() - 10**9, 10**6, Sequence()))
     time.sleep(2.1)
+    code = f"from bench.compaction import _rss_child; _rss_child({endpoint!r}, {bucket!r})"
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    )
+    line = [x for x in result.stdout.splitlines() if x.startswith("RSS_KB=")][-1]
+    return int(line.split("=", 1)[1]) / 1024
+
+
+def _rss_child(endpoint: str, bucket: str) -> None:
+    s3, _ = clients(endpoint, RequestCounter())
     Compactor(
         s3, bucket, TABLE, prefix=PREFIX, config=CompactionConfig(workers=4, shard_digits=1)
     ).run(now_us())
+    print(f"RSS_KB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
 
 
 def main() -> None:
