@@ -4,10 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint lambda-zip clean help
+.PHONY: test test-rgw demo lint lambda-zip clean help
 
 help:
 	@echo "make test        create .venv and run the test suite"
+	@echo "make test-rgw    the integration tier on a real S3 server (Ceph RGW, scripts/rgw.sh)"
 	@echo "make demo        create .venv and run the pipeline on an embedded moto server"
 	@echo "make lint        ruff + mypy"
 	@echo "make lambda-zip  dist/backup-lambda.zip (no pyarrow, no duckdb)"
@@ -20,6 +21,16 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
+
+# The pipeline against Ceph's RADOS Gateway on loopback (S3) and moto (DynamoDB): start RGW
+# (installing its Debian packages if missing), run the rgw-marked tests, always stop RGW,
+# and exit with pytest's status.
+test-rgw: $(STAMP)
+	@env_file=$$(mktemp); trap 'scripts/rgw.sh down; rm -f "$$env_file"' EXIT; \
+	trap 'exit 130' INT TERM; \
+	scripts/rgw.sh up > "$$env_file" || exit 1; \
+	. "$$env_file"; \
+	$(BIN)/python -m pytest -m rgw tests/integration -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/ddb-backup demo

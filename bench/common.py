@@ -1,11 +1,17 @@
-"""Shared benchmark plumbing: an S3 server, request counting, data generation, medians."""
+"""Shared benchmark plumbing: an S3 server, request counting, data generation, medians.
+
+S3 is BENCH_S3_ENDPOINT (e.g. Ceph RGW from `scripts/rgw.sh up`) or the embedded moto
+server; DynamoDB is BENCH_DYNAMODB_ENDPOINT or moto (see s3_server).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import statistics
+import sys
 import threading
 import time
 from collections import Counter
@@ -45,20 +51,97 @@ class RequestCounter:
 
 
 @contextlib.contextmanager
+def _environment(**values: str | None) -> Iterator[None]:
+    """Set (or, with None, unset) environment variables for the duration."""
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _moto_dynamodb() -> Iterator[str]:
+    """moto's server on loopback, used for DynamoDB only (a real S3 server has none)."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
 def s3_server(endpoint: str | None) -> Iterator[str]:
-    """A given S3 endpoint (real server), else the embedded moto server."""
-    if endpoint:
-        yield endpoint
+    """A given S3 endpoint (a real server such as Ceph RGW), else the embedded moto server.
+
+    With a given S3 endpoint, DynamoDB is BENCH_DYNAMODB_ENDPOINT, else an embedded moto
+    server; credentials are the environment's (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or
+    RGW_ACCESS_KEY/RGW_SECRET_KEY as `scripts/rgw.sh up` prints them). Both endpoints are
+    published as boto3's service-specific settings (AWS_ENDPOINT_URL_S3/_DYNAMODB) for the
+    duration, so every client follows them (the Lambda's, pyarrow's, a child process's).
+    """
+    if not endpoint:
+        # One embedded server for both; a shell's exported RGW settings must not leak in.
+        unset: dict[str, str | None] = dict.fromkeys(_SERVICE_ENDPOINTS)
+        with _environment(**unset), local_aws() as standin:
+            yield standin.endpoint_url
         return
-    with local_aws() as standin:
-        yield standin.endpoint_url
+    credentials: dict[str, str | None] = {}
+    if not os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("RGW_ACCESS_KEY"):
+        credentials = {
+            "AWS_ACCESS_KEY_ID": os.environ["RGW_ACCESS_KEY"],
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("RGW_SECRET_KEY"),
+            "AWS_SESSION_TOKEN": None,
+        }
+    with contextlib.ExitStack() as stack:
+        dynamodb = os.environ.get("BENCH_DYNAMODB_ENDPOINT") or stack.enter_context(
+            _moto_dynamodb()
+        )
+        stack.enter_context(
+            _environment(
+                **credentials,
+                AWS_ENDPOINT_URL_S3=endpoint,
+                AWS_ENDPOINT_URL_DYNAMODB=dynamodb,
+                AWS_ENDPOINT_URL_DYNAMODB_STREAMS=dynamodb,
+            )
+        )
+        print(f"S3 {endpoint}; DynamoDB {dynamodb}", file=sys.stderr)
+        yield endpoint
+
+
+_SERVICE_ENDPOINTS = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_DYNAMODB_STREAMS",
+)
+
+
+def dynamodb_endpoint(s3_endpoint: str) -> str:
+    """DynamoDB's endpoint: the one s3_server published, else the S3 one (embedded moto)."""
+    return os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or s3_endpoint
 
 
 def clients(endpoint: str, counter: RequestCounter, pool: int = 64) -> tuple[Any, Any]:
-    settings = AwsSettings(endpoint_url=endpoint, max_pool_connections=pool)
-    return counter.attach(make_client("s3", settings)), counter.attach(
-        make_client("dynamodb", settings)
+    s3 = make_client("s3", AwsSettings(endpoint_url=endpoint, max_pool_connections=pool))
+    dynamodb = make_client(
+        "dynamodb",
+        AwsSettings(endpoint_url=dynamodb_endpoint(endpoint), max_pool_connections=pool),
     )
+    return counter.attach(s3), counter.attach(dynamodb)
 
 
 def make_bucket(s3: Any, name: str) -> None:
