@@ -83,11 +83,23 @@ def newest_at_or_before(
     return None
 
 
+def _conflict(manifest: Manifest) -> ConflictError:
+    return ConflictError(
+        f"snapshot {manifest.id} was committed by another run; this run's files "
+        f"under run-{manifest.run_id}/ are orphans (expire removes them)"
+    )
+
+
 def commit(s3: Any, bucket: str, prefix: str, manifest: Manifest) -> None:
-    """Write the manifest only if no manifest exists for this snapshot id (If-None-Match)."""
+    """Write the manifest only if no manifest exists for this snapshot id (If-None-Match).
+
+    Some S3 implementations (Ceph RGW 16 on a versioned bucket) accept the write despite
+    If-None-Match. So the commit then checks the key's versions: the oldest one is the
+    commit; a run whose version is not the oldest withdraws it and reports the conflict.
+    """
     key = manifest_key(prefix, manifest.table, manifest.id)
     try:
-        s3.put_object(
+        response = s3.put_object(
             Bucket=bucket,
             Key=key,
             Body=manifest.to_json(),
@@ -97,10 +109,22 @@ def commit(s3: Any, bucket: str, prefix: str, manifest: Manifest) -> None:
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code")
         if code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
-            raise ConflictError(
-                f"snapshot {manifest.id} was committed by another run; this run's files "
-                f"under run-{manifest.run_id}/ are orphans (expire removes them)"
-            ) from e
+            raise _conflict(manifest) from e
         raise translate(e, bucket, key) from e
     except BotoCoreError as e:
+        raise translate(e, bucket, key) from e
+    mine = response.get("VersionId")
+    if mine and mine != "null":
+        _settle_race(s3, bucket, key, mine, manifest)
+
+
+def _settle_race(s3: Any, bucket: str, key: str, mine: str, manifest: Manifest) -> None:
+    try:
+        listing = s3.list_object_versions(Bucket=bucket, Prefix=key)
+        # S3 lists one key's versions newest first: the last is the first write.
+        versions = [v["VersionId"] for v in listing.get("Versions", []) if v["Key"] == key]
+        if versions and versions[-1] != mine:
+            s3.delete_object(Bucket=bucket, Key=key, VersionId=mine)
+            raise _conflict(manifest)
+    except (ClientError, BotoCoreError) as e:
         raise translate(e, bucket, key) from e

@@ -1,0 +1,77 @@
+"""The commit stays single-winner on S3 servers that ignore If-None-Match on versioned
+buckets (Ceph RGW 16): the oldest manifest version is the commit, a later one withdraws."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from backup_lambda.errors import ConflictError
+from compaction import catalog
+from compaction.manifest import Counts, KeyAttribute, Manifest
+
+TABLE = "orders"
+
+
+class IgnoresIfNoneMatch:
+    """An S3 client whose PutObject drops the condition, like RGW 16 on versioned buckets."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+
+    def put_object(self, **kwargs: Any) -> Any:
+        kwargs.pop("IfNoneMatch", None)
+        return self._s3.put_object(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+
+def manifest(run_id: str) -> Manifest:
+    return Manifest(
+        id="20261128T120000.000000Z",
+        table=TABLE,
+        as_of_us=1,
+        built_at_us=2,
+        listing_watermark_us=2,
+        base=None,
+        shard_digits=0,
+        key_schema=(KeyAttribute("pk", "S", "HASH"),),
+        key_schema_source="recorded",
+        columns=(),
+        files=(),
+        counts=Counts(0, 0, 0, 0, 0),
+        newest_event_time_us=None,
+        run_id=run_id,
+    )
+
+
+def test_second_commit_is_refused_even_when_the_server_ignores_the_condition(
+    s3_client: Any, backup_bucket: str, sim_clock: Any
+) -> None:
+    # GIVEN a server that accepts a PUT despite If-None-Match
+    s3 = IgnoresIfNoneMatch(s3_client)
+    catalog.commit(s3, backup_bucket, "", manifest("first"))
+    # (moto orders versions with equal LastModified arbitrarily; S3 never does)
+    sim_clock.set(1)
+    # WHEN a second run commits the same snapshot id
+    with pytest.raises(ConflictError, match="committed by another run"):
+        catalog.commit(s3, backup_bucket, "", manifest("second"))
+    # THEN the first run's manifest is the snapshot, and the second left no version behind
+    loaded = catalog.load_manifest(s3_client, backup_bucket, "", TABLE, manifest("x").id)
+    assert loaded is not None
+    assert loaded.run_id == "first"
+    key = catalog.manifest_key("", TABLE, manifest("x").id)
+    versions = s3_client.list_object_versions(Bucket=backup_bucket, Prefix=key)
+    assert len(versions.get("Versions", [])) == 1
+    assert not versions.get("DeleteMarkers")
+
+
+def test_a_single_commit_on_such_a_server_succeeds(s3_client: Any, backup_bucket: str) -> None:
+    s3 = IgnoresIfNoneMatch(s3_client)
+    committed = dataclasses.replace(manifest("only"))
+    catalog.commit(s3, backup_bucket, "", committed)
+    loaded = catalog.load_manifest(s3_client, backup_bucket, "", TABLE, committed.id)
+    assert loaded == committed
