@@ -467,7 +467,8 @@ def test_version_listing_has_millisecond_last_modified(split: Split) -> None:
 @pytest.mark.xfail(
     reason="Ceph 16.2 (Debian 12) RGW ignores If-None-Match: * on PUT in a versioned bucket "
     "(it honors it in an unversioned one), so two compactions racing to commit the same "
-    "snapshot id both succeed instead of one exiting 4",
+    "snapshot id would both succeed; catalog.commit falls back to comparing versions "
+    "(test_manifest_commit_stays_single_winner_on_rgw)",
     strict=False,
 )
 def test_conditional_put_in_versioned_bucket(split: Split) -> None:
@@ -493,3 +494,36 @@ def test_conditional_put_in_unversioned_bucket(split: Split) -> None:
         with pytest.raises(ClientError) as raised:
             split.s3.put_object(Bucket=bucket, Key="m.json", Body=b"{}", IfNoneMatch="*")
         assert raised.value.response["Error"]["Code"] == "PreconditionFailed"
+
+
+def test_manifest_commit_stays_single_winner_on_rgw(split: Split) -> None:
+    """RGW accepts the second If-None-Match PUT, so catalog.commit falls back to the
+    key's versions: the oldest is the commit, the later run withdraws and reports 4."""
+    from backup_lambda.errors import ConflictError
+    from compaction import catalog
+    from compaction.manifest import Counts, KeyAttribute, Manifest
+
+    def manifest(run_id: str) -> Manifest:
+        return Manifest(
+            id="20261128T120000.000000Z",
+            table="race",
+            as_of_us=1,
+            built_at_us=2,
+            listing_watermark_us=2,
+            base=None,
+            shard_digits=0,
+            key_schema=(KeyAttribute("pk", "S", "HASH"),),
+            key_schema_source="recorded",
+            columns=(),
+            files=(),
+            counts=Counts(0, 0, 0, 0, 0),
+            newest_event_time_us=None,
+            run_id=run_id,
+        )
+
+    catalog.commit(split.s3, split.bucket, "", manifest("first"))
+    with pytest.raises(ConflictError):
+        catalog.commit(split.s3, split.bucket, "", manifest("second"))
+    loaded = catalog.load_manifest(split.s3, split.bucket, "", "race", manifest("x").id)
+    assert loaded is not None
+    assert loaded.run_id == "first"
