@@ -4,11 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-rgw demo lint lambda-zip clean help
+.PHONY: test test-rgw bench demo lint lambda-zip clean help
 
 help:
 	@echo "make test        create .venv and run the test suite"
 	@echo "make test-rgw    the integration tier on a real S3 server (Ceph RGW, scripts/rgw.sh)"
+	@echo "make bench       benchmarks on a local Ceph RGW -> BENCHMARKS.md (BENCH_PLAN=quick|10k|full)"
 	@echo "make demo        create .venv and run the pipeline on an embedded moto server"
 	@echo "make lint        ruff + mypy"
 	@echo "make lambda-zip  dist/backup-lambda.zip (no pyarrow, no duckdb)"
@@ -31,6 +32,18 @@ test-rgw: $(STAMP)
 	scripts/rgw.sh up > "$$env_file" || exit 1; \
 	. "$$env_file"; \
 	$(BIN)/python -m pytest -m rgw tests/integration -q $(PYTEST_ARGS)
+
+# Benchmarks on a real S3 server (Ceph RGW on loopback), written to BENCHMARKS.md.
+# BENCH_PLAN=quick (minutes), 10k (about 15 minutes here) or full (10k and 100k versions:
+# hours on 2 cores, most of it loading 100k versions into RGW; the default).
+BENCH_PLAN ?= full
+bench: $(STAMP)
+	@env_file=$$(mktemp); trap 'scripts/rgw.sh down; rm -f "$$env_file"' EXIT; \
+	trap 'exit 130' INT TERM; \
+	scripts/rgw.sh up > "$$env_file" || exit 1; \
+	. "$$env_file"; \
+	BENCH_S3_ENDPOINT=$$RGW_ENDPOINT $(BIN)/python -m bench.report \
+		--plan $(BENCH_PLAN) --output BENCHMARKS.md
 
 demo: $(STAMP)
 	$(BIN)/ddb-backup demo

@@ -1,11 +1,11 @@
 """Runs the benchmarks and writes BENCHMARKS.md from their output.
 
-    python -m bench.report [--quick] [--output BENCHMARKS.md]
+    python -m bench.report [--plan quick|10k|full] [--output BENCHMARKS.md]
 
 Each harness runs in its own process and prints one JSON document; this script records
 the machine, the S3 endpoint, the exact commands, and the figures. With
 BENCH_S3_ENDPOINT set (`make bench` starts a local Ceph RGW and sets it) the S3 side is a
-real S3 server; otherwise the embedded moto server. `--quick` uses small sizes.
+real S3 server; otherwise the embedded moto server.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ FULL_PLAN = [
             "--runs",
             "3",
             "--rss-keys",
-            "3334,33334",
+            "1000,3334",
         ],
     ),
     (
@@ -53,6 +53,9 @@ FULL_PLAN = [
     ("restore_10k", ["bench.restore", "--keys", "3334", "--versions", "3", "--runs", "3"]),
     ("restore_100k", ["bench.restore", "--keys", "33334", "--versions", "3", "--runs", "3"]),
     ("query_1m", ["bench.query", "--items", "1000000", "--runs", "5"]),
+]
+MEDIUM_PLAN = [
+    step for step in FULL_PLAN if step[0] in {"lambda", "compaction_10k", "restore_10k", "query_1m"}
 ]
 QUICK_PLAN = [
     ("lambda", ["bench.lambda_throughput", "--records", "500", "--runs", "3"]),
@@ -129,15 +132,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--plan",
+        choices=["quick", "10k", "full"],
+        default="full",
+        help="quick: small sizes; 10k: 10k versions and 1M-item queries; full: also 100k",
+    )
     parser.add_argument("--output", default="BENCHMARKS.md")
     args = parser.parse_args()
-    plan = QUICK_PLAN if args.quick else FULL_PLAN
+    plan = {"quick": QUICK_PLAN, "10k": MEDIUM_PLAN, "full": FULL_PLAN}[args.plan]
     endpoint = os.environ.get("BENCH_S3_ENDPOINT") or "embedded moto server"
     parts = [
         "# Benchmarks",
         "",
-        f"Written by `python -m bench.report{' --quick' if args.quick else ''}` "
+        f"Written by `python -m bench.report --plan {args.plan}` "
         f"(`make bench`) on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
         f"- Machine: {machine()}.",
