@@ -85,8 +85,10 @@ def run(module_args: list[str]) -> tuple[dict[str, Any] | None, float, str]:
     )
     seconds = time.perf_counter() - started
     out = result.stdout
-    start = out.find("{")
-    if result.returncode != 0 or start < 0:
+    # The harness's report is the indented JSON document at the end (a lone "{" line);
+    # one-line JSON before it (CloudWatch EMF from the Lambda's metrics) is not it.
+    start = 0 if out.startswith("{\n") else out.rfind("\n{\n") + 1
+    if result.returncode != 0 or start <= 0 and not out.startswith("{\n"):
         return None, seconds, (result.stderr or out)[-2000:]
     return json.loads(out[start:]), seconds, ""
 
