@@ -87,8 +87,9 @@ def run(module_args: list[str]) -> tuple[dict[str, Any] | None, float, str]:
     out = result.stdout
     # The harness's report is the indented JSON document at the end (a lone "{" line);
     # one-line JSON before it (CloudWatch EMF from the Lambda's metrics) is not it.
-    start = 0 if out.startswith("{\n") else out.rfind("\n{\n") + 1
-    if result.returncode != 0 or start <= 0 and not out.startswith("{\n"):
+    marker = out.rfind("\n{\n")
+    start = 0 if out.startswith("{\n") else (marker + 1 if marker >= 0 else -1)
+    if result.returncode != 0 or start < 0:
         return None, seconds, (result.stderr or out)[-2000:]
     return json.loads(out[start:]), seconds, ""
 
