@@ -501,29 +501,11 @@ def test_manifest_commit_stays_single_winner_on_rgw(split: Split) -> None:
     key's versions: the oldest is the commit, the later run withdraws and reports 4."""
     from backup_lambda.errors import ConflictError
     from compaction import catalog
-    from compaction.manifest import Counts, KeyAttribute, Manifest
-
-    def manifest(run_id: str) -> Manifest:
-        return Manifest(
-            id="20261128T120000.000000Z",
-            table="race",
-            as_of_us=1,
-            built_at_us=2,
-            listing_watermark_us=2,
-            base=None,
-            shard_digits=0,
-            key_schema=(KeyAttribute("pk", "S", "HASH"),),
-            key_schema_source="recorded",
-            columns=(),
-            files=(),
-            counts=Counts(0, 0, 0, 0, 0),
-            newest_event_time_us=None,
-            run_id=run_id,
-        )
+    from tests.compaction.test_commit_race import manifest
 
     catalog.commit(split.s3, split.bucket, "", manifest("first"))
     with pytest.raises(ConflictError):
         catalog.commit(split.s3, split.bucket, "", manifest("second"))
-    loaded = catalog.load_manifest(split.s3, split.bucket, "", "race", manifest("x").id)
+    loaded = catalog.load_manifest(split.s3, split.bucket, "", "orders", manifest("x").id)
     assert loaded is not None
     assert loaded.run_id == "first"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,27 +24,11 @@ def ops_session() -> boto3.session.Session:
 
 
 @pytest.fixture
-def ops_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Fake credentials, one region, nothing of the host's AWS setup, no metrics output."""
-    for name in list(os.environ):
-        if name.startswith(("AWS_ENDPOINT_URL", "BACKUP_")) or name in {
-            "AWS_PROFILE",
-            "AWS_DEFAULT_PROFILE",
-            "AWS_SESSION_TOKEN",
-            "AWS_SECURITY_TOKEN",
-            "MAX_RPO_SECONDS",
-            "MAX_RESTORE_SECONDS",
-            "SETTLE_SECONDS",
-        }:
-            monkeypatch.delenv(name)
-    empty = tmp_path_factory.getbasetemp() / "ops-no-aws-config"
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")  # DynamoDB Streams on moto
+def ops_env(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The suite's fake AWS environment (tests/conftest.py), no scheduled-run settings of
+    the host, and no metrics output."""
+    for name in ("MAX_RPO_SECONDS", "MAX_RESTORE_SECONDS", "SETTLE_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "ddb-backup-tests")
     # The Lambda builds its S3 client once per container: every test starts cold.
