@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backup_lambda.errors import ConflictError
 from backup_lambda.layout import LAYOUT_DIR, table_root
-from compaction.manifest import Manifest
+from compaction.manifest import Manifest, snapshot_id
 from compaction.s3errors import translate
 
 
@@ -71,8 +71,6 @@ def newest_at_or_before(
     s3: Any, bucket: str, prefix: str, table: str, as_of_us: int | None
 ) -> Manifest | None:
     """The newest committed snapshot with as-of <= `as_of_us` (any, if None)."""
-    from compaction.manifest import snapshot_id
-
     limit = snapshot_id(as_of_us) if as_of_us is not None else None
     for candidate in reversed(list_snapshot_ids(s3, bucket, prefix, table)):
         if limit is not None and candidate > limit:

@@ -7,7 +7,8 @@ each unit is listed, read and folded on its own, so memory is bounded by a unit.
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -214,3 +215,11 @@ class StateReader:
             state.skipped.append(SkippedVersion(version.key, version.version_id, str(e)))
             return None
         return Row(plan.key_hash, change, version.version_id, version.last_modified_us)
+
+
+def read_state(s3: Any, plan: StatePlan, read_concurrency: int = 32) -> Iterator[UnitState]:
+    """The state as of the plan's time, unit after unit (memory: one unit at a time)."""
+    with ThreadPoolExecutor(read_concurrency, thread_name_prefix="s3-get") as reads:
+        reader = StateReader(s3, plan, reads)
+        for unit in plan.units:
+            yield reader.unit(unit)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from compaction.fold import Row
 from compaction.keyschema import describe_key_schema, recorded_key_schema
 from compaction.manifest import KeyAttribute
 from compaction.s3errors import translate
-from compaction.state import StatePlan, StateReader, plan_state
+from compaction.state import StatePlan, plan_state, read_state
 from jobs.args import parse_key, parse_time, positive_int
 from jobs.batchwrite import BatchWriter, WriteRequest, WriteStats
 from jobs.clients import make_client, settings_from
@@ -214,21 +213,18 @@ class Restorer:
         expected: dict[str, str],
         report: RestoreReport,
     ) -> Iterator[WriteRequest]:
-        opts = self._options
         units = plan.units
-        with ThreadPoolExecutor(opts.read_concurrency, thread_name_prefix="s3-get") as reads:
-            reader = StateReader(self._s3, plan, reads)
-            if plan.base is not None:
-                report.newest_event_us = plan.base.newest_event_time_us
-            for done, unit in enumerate(units, start=1):
-                state = reader.unit(unit)
-                if state.newest_event_us is not None:
-                    report.newest_event_us = max(report.newest_event_us or 0, state.newest_event_us)
-                for row in state.rows:
-                    request = self._put_if_needed(row, existing, expected, report)
-                    if request is not None:
-                        yield request
-                self._progress("restore", done, len(units))
+        if plan.base is not None:
+            report.newest_event_us = plan.base.newest_event_time_us
+        states = read_state(self._s3, plan, self._options.read_concurrency)
+        for done, state in enumerate(states, start=1):
+            if state.newest_event_us is not None:
+                report.newest_event_us = max(report.newest_event_us or 0, state.newest_event_us)
+            for row in state.rows:
+                request = self._put_if_needed(row, existing, expected, report)
+                if request is not None:
+                    yield request
+            self._progress("restore", done, len(units))
         for _digest, (_item_digest, keys) in existing.items():
             report.deletes += 1
             yield WriteRequest({"DeleteRequest": {"Key": to_client_item(keys)}}, item_size(keys))
@@ -254,10 +250,7 @@ class Restorer:
         return WriteRequest({"PutRequest": {"Item": to_client_item(item)}}, item_size(item))
 
     def _verify(self, key_names: list[str], expected: dict[str, str]) -> None:
-        actual = {
-            digest: (item_digest, keys)
-            for digest, (item_digest, keys) in self._read_target(key_names).items()
-        }
+        actual = self._read_target(key_names)
         missing = [d for d in expected if d not in actual]
         extra = [d for d in actual if d not in expected]
         different = [d for d, v in expected.items() if d in actual and actual[d][0] != v]

@@ -138,7 +138,7 @@ def run_compactions(
 
 
 def _clients() -> tuple[Any, Any]:
-    settings = AwsSettings(endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    settings = AwsSettings()  # boto3's own settings: AWS_ENDPOINT_URL(_S3), region, role
     return make_client("s3", settings), make_client("dynamodb", settings)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import string
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
@@ -17,7 +16,7 @@ from compaction import catalog
 from compaction.columns import choose_columns, collect
 from compaction.manifest import Column, Manifest
 from compaction.snapshot_io import empty_typed_table, rows_table, typed_table
-from compaction.state import StateReader, plan_state
+from compaction.state import plan_state, read_state
 
 _SYSTEM = [
     "__key_hash",
@@ -111,11 +110,7 @@ class SqlSession:
     def open_as_of(self, as_of_us: int, read_concurrency: int = 32) -> None:
         """`items` = exactly the state at the time: a snapshot plus later changes."""
         plan = plan_state(self._s3, self._bucket, self._prefix, self._table, as_of_us)
-        rows = []
-        with ThreadPoolExecutor(read_concurrency, thread_name_prefix="s3-get") as reads:
-            reader = StateReader(self._s3, plan, reads)
-            for unit in plan.units:
-                rows += reader.unit(unit).rows
+        rows = [row for state in read_state(self._s3, plan, read_concurrency) for row in state.rows]
         stats = collect(r.change.new_image or {} for r in rows)
         keys = [k.name for k in plan.base.key_schema] if plan.base else []
         if not keys and rows:
