@@ -47,13 +47,15 @@ FULL_PLAN = [
             "--runs",
             "3",
             "--rss-keys",
-            "",
+            "33334",
         ],
     ),
     ("restore_10k", ["bench.restore", "--keys", "3334", "--versions", "3", "--runs", "3"]),
     ("restore_100k", ["bench.restore", "--keys", "33334", "--versions", "3", "--runs", "3"]),
     ("query_1m", ["bench.query", "--items", "1000000", "--runs", "5"]),
 ]
+# The short steps first, so an interrupted full run has already written them.
+FULL_PLAN.sort(key=lambda step: step[0].endswith("_100k"))
 MEDIUM_PLAN = [
     step for step in FULL_PLAN if step[0] in {"lambda", "compaction_10k", "restore_10k", "query_1m"}
 ]
@@ -182,12 +184,18 @@ def main() -> None:
         "ratios are the portable figures.",
         "",
     ]
-    for name, module_args in plan:
+    output = Path(args.output)
+    for done, (name, module_args) in enumerate(plan):
+        # Rewritten after every step: a long run that is stopped keeps what it measured.
+        pending = f"_In progress: {done} of {len(plan)} steps done; now running {name}._\n"
+        output.write_text("\n".join([*parts, pending]), encoding="utf-8")
         print(f"running {name}: python -m {' '.join(module_args)}", file=sys.stderr)
         data, seconds, error = run(module_args)
+        if data is not None:
+            print(json.dumps(data), file=sys.stderr)
         parts.append(section(name, module_args, data, seconds, error))
     parts.append(NOTES)
-    Path(args.output).write_text("\n".join(parts), encoding="utf-8")
+    output.write_text("\n".join(parts), encoding="utf-8")
     print(f"wrote {args.output}", file=sys.stderr)
 
 
