@@ -56,19 +56,20 @@ def run(args: argparse.Namespace) -> int:
     session = SqlSession(
         make_client("s3", settings), s3_filesystem(settings), args.bucket, args.prefix, args.table
     )
-    if as_of is None:
-        session.open_latest()
-    else:
-        session.open_as_of(as_of)
-    try:
-        cursor = session.con.execute(args.sql)
-    except duckdb.Error as e:
-        raise QueryError(str(e).splitlines()[0]) from None
-    description = cursor.description or []
-    names = [d[0] for d in description]
-    json_columns = {i for i, d in enumerate(description) if str(d[1]) == "JSON"}
-    with _destination(args.output) as out:
-        count = write_result(out, args.format, names, _batches(cursor), json_columns)
+    with session:
+        if as_of is None:
+            session.open_latest()
+        else:
+            session.open_as_of(as_of)
+        try:
+            cursor = session.con.execute(args.sql)
+        except duckdb.Error as e:
+            raise QueryError(str(e).splitlines()[0]) from None
+        description = cursor.description or []
+        names = [d[0] for d in description]
+        json_columns = {i for i, d in enumerate(description) if str(d[1]) == "JSON"}
+        with _destination(args.output) as out:
+            count = write_result(out, args.format, names, _batches(cursor), json_columns)
     if args.output:
         print(f"{count} rows from {session.source} written to {args.output}", file=sys.stderr)
     return 0

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import string
+import tempfile
 from collections import Counter
+from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import duckdb
@@ -13,9 +17,9 @@ import pyarrow.fs as pafs
 
 from backup_lambda.errors import NotFoundError
 from compaction import catalog
-from compaction.columns import choose_columns, collect
+from compaction.columns import Stats, choose_columns, collect
 from compaction.manifest import Column, Manifest
-from compaction.snapshot_io import empty_typed_table, rows_table, typed_table
+from compaction.snapshot_io import empty_typed_table, read_spill, write_parquet, write_spill
 from compaction.state import plan_state, read_state
 
 _SYSTEM = [
@@ -88,6 +92,23 @@ class SqlSession:
         self._table = table
         self.con = duckdb.connect(":memory:")
         self.source: str = ""
+        self._cleanup = contextlib.ExitStack()
+
+    def __enter__(self) -> SqlSession:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes DuckDB, then removes the local files an --as-of session wrote."""
+        self.con.close()
+        self._cleanup.close()
 
     def open_latest(self) -> None:
         """`items` = the newest committed snapshot, scanned in place (filters pushed down)."""
@@ -108,15 +129,34 @@ class SqlSession:
         self.source = f"snapshot {newest.id}"
 
     def open_as_of(self, as_of_us: int, read_concurrency: int = 32) -> None:
-        """`items` = exactly the state at the time: a snapshot plus later changes."""
+        """`items` = exactly the state at the time: a snapshot plus later changes.
+
+        The state is read one unit at a time into local Arrow spills (collecting column
+        statistics on the way), then each spill becomes a local Parquet file with the
+        common schema: memory holds one unit, not the table. The files are removed by
+        close()."""
         plan = plan_state(self._s3, self._bucket, self._prefix, self._table, as_of_us)
-        rows = [row for state in read_state(self._s3, plan, read_concurrency) for row in state.rows]
-        stats = collect(r.change.new_image or {} for r in rows)
-        keys = [k.name for k in plan.base.key_schema] if plan.base else []
-        if not keys and rows:
-            keys = sorted(rows[0].change.keys)
+        work = Path(self._cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ddb-query-")))
+        stats: Stats = {}
+        spills: list[Path] = []
+        first_keys: list[str] = []
+        for state in read_state(self._s3, plan, read_concurrency):
+            if not state.rows:
+                continue
+            collect((r.change.new_image or {} for r in state.rows), stats)
+            first_keys = first_keys or sorted(state.rows[0].change.keys)
+            spills.append(work / f"{len(spills):05d}.arrow")
+            write_spill(spills[-1], state.rows)
+        keys = [k.name for k in plan.base.key_schema] if plan.base else first_keys
         columns = [Column(n, t) for n, t in choose_columns(stats, keys)]
-        data = typed_table(rows_table(rows), columns)
+        data: Any = empty_typed_table(columns)
+        if spills:
+            files = []
+            for spill in spills:
+                files.append(str(spill.with_suffix(".parquet")))
+                write_parquet(Path(files[-1]), read_spill(spill), columns)
+                spill.unlink()
+            data = ds.dataset(files, format="parquet")
         self._register(data, [c.name for c in columns], self._manifests())
         self.source = (
             f"snapshot {plan.base.id} + changes" if plan.base else "object versions (no snapshot)"

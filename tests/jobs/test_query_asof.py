@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import tempfile
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ import pytest
 from backup_lambda.ddbjson import AttributeValue, Item
 from backup_lambda.layout import key_hash
 from compaction.manifest import Manifest
+from jobs import sql
 from tests.jobs.restore_fixtures import (
     SECOND,
     Backup,
@@ -167,3 +171,48 @@ def test_typed_columns_agree_with_the_state(
         assert (sorted(row["tags"]) if row["tags"] else None) == (
             sorted(item["tags"]["SS"]) if "tags" in item else None
         )
+
+
+def test_as_of_reads_unit_by_unit_into_local_files_removed_after(
+    capsys: pytest.CaptureFixture[str],
+    server: Server,  # noqa: F811
+    data: Data,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Memory holds one unit: each unit's rows become a local Parquet file, and the
+    files are gone once the query has printed its result."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(sql, "plan_state", functools.partial(sql.plan_state, shard_digits=1))
+    written: list[tuple[Path, int]] = []
+    real = sql.write_parquet
+
+    def spy(path: Path, spill: Any, columns: Any) -> int:
+        written.append((path, spill.num_rows))
+        return real(path, spill, columns)
+
+    monkeypatch.setattr(sql, "write_parquet", spy)
+    as_of = now_us()
+    queried = queried_items(capsys, server, "--as-of", str(as_of / SECOND))
+    assert queried == data.backup.oracle(as_of)
+    assert len(written) > 1, "one file per unit with rows"
+    assert sum(rows for _, rows in written) == len(queried)
+    assert {path.parent.parent for path, _ in written} == {tmp_path}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_as_of_files_are_removed_when_the_sql_fails(
+    capsys: pytest.CaptureFixture[str],
+    server: Server,  # noqa: F811
+    data: Data,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    code, out, err = run_cli(
+        capsys, server, BUCKET, "query", "--as-of", str(now_us() / SECOND), "SELECT nope FROM items"
+    )
+    assert (code, out) == (1, "")
+    assert "nope" in err
+    assert len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
