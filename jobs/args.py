@@ -1,4 +1,4 @@
-"""Parsing user-supplied values: times and item keys."""
+"""Parsing user-supplied values: times, item keys, and where unit tasks run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from backup_lambda.ddbjson import ALL_TAGS, Item, canonical_key_value
 from backup_lambda.errors import InvalidValueError, UserInputError
+from compaction.executor import DaskUnitExecutor
 
 _EPOCH = re.compile(r"^\d+(\.\d{1,6})?$")
 
@@ -73,3 +74,31 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """--shard-digits, --executor, --scheduler, --dask-workers (compact and restore)."""
+    parser.add_argument(
+        "--shard-digits",
+        type=int,
+        choices=[0, 1, 2, 3],
+        help="hex digits per unit: 0 -> 1 unit, 1 -> 16, 2 -> 256, 3 -> 4096 (default: by size)",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=["local", "dask"],
+        default="local",
+        help="where shard tasks run: local threads, or dask.distributed (a local cluster, "
+        "or the one at --scheduler)",
+    )
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler")
+    parser.add_argument(
+        "--dask-workers", type=positive_int, default=2, help="processes of a local dask cluster"
+    )
+
+
+def executor_from(args: argparse.Namespace) -> DaskUnitExecutor | None:
+    """The distributed executor the arguments ask for (None: local threads)."""
+    if args.executor == "dask" or args.scheduler:
+        return DaskUnitExecutor(address=args.scheduler, workers=args.dask_workers)
+    return None

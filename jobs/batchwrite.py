@@ -78,6 +78,12 @@ class WriteStats:
     retried_items: int = 0  # items sent again after UnprocessedItems or throttling
     throttled: int = 0  # calls that failed with a throttling error
 
+    def add(self, other: WriteStats) -> None:
+        self.requests += other.requests
+        self.items += other.items
+        self.retried_items += other.retried_items
+        self.throttled += other.throttled
+
 
 class BatchWriter:
     """Writes requests to one table; `submit` many, then `close()` to wait and see errors."""

@@ -9,8 +9,7 @@ from typing import Any
 from backup_lambda.errors import UserInputError
 from backup_lambda.layout import format_time_us
 from compaction.compactor import CompactionConfig, Compactor
-from compaction.executor import DaskUnitExecutor
-from jobs.args import parse_time, positive_int
+from jobs.args import add_executor_arguments, executor_from, parse_time, positive_int
 from jobs.clients import ClientFactory, make_client, settings_from
 from jobs.output import emit_json
 from jobs.progress import ProgressBar
@@ -41,23 +40,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--read-concurrency", type=positive_int, default=32, help="S3 GETs in flight"
     )
-    parser.add_argument(
-        "--shard-digits",
-        type=int,
-        choices=[0, 1, 2, 3],
-        help="hex digits per unit: 0 -> 1 file, 1 -> 16, 2 -> 256, 3 -> 4096 (default: by size)",
-    )
-    parser.add_argument(
-        "--executor",
-        choices=["local", "dask"],
-        default="local",
-        help="where shard tasks run: local threads, or dask.distributed (a local cluster, "
-        "or the one at --scheduler)",
-    )
-    parser.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler")
-    parser.add_argument(
-        "--dask-workers", type=positive_int, default=2, help="processes of a local dask cluster"
-    )
+    add_executor_arguments(parser)
     parser.add_argument(
         "--skip-corrupt",
         action="store_true",
@@ -73,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserInputError(f"--as-of {format_time_us(as_of)} is in the future")
     settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers * 2)
     progress = ProgressBar(enabled=None if not args.json else False)
-    executor = None
-    if args.executor == "dask" or args.scheduler:
-        executor = DaskUnitExecutor(address=args.scheduler, workers=args.dask_workers)
+    executor = executor_from(args)
     compactor = Compactor(
         make_client("s3", settings),
         args.bucket,

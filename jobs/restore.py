@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,14 +16,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backup_lambda.ddbjson import AttributeValue, Item, canonical_key_value
 from backup_lambda.errors import BackupError, InvalidValueError, NotFoundError, UserInputError
 from backup_lambda.layout import decode_change, format_time_us, items_prefix, key_hash
+from compaction.executor import ThreadUnitExecutor, UnitExecutor
 from compaction.fold import Row
 from compaction.keyschema import describe_key_schema, recorded_key_schema
 from compaction.manifest import KeyAttribute
 from compaction.s3errors import translate
-from compaction.state import StatePlan, plan_state, read_state
-from jobs.args import parse_key, parse_time, positive_int
+from compaction.state import StatePlan, StateReader, plan_state
+from jobs.args import add_executor_arguments, executor_from, parse_key, parse_time, positive_int
 from jobs.batchwrite import BatchWriter, WriteRequest, WriteStats
-from jobs.clients import make_client, settings_from
+from jobs.clients import ClientFactory, make_client, settings_from
 from jobs.ddbitems import item_digest, item_size, to_client_item
 from jobs.output import emit_json
 from jobs.progress import ProgressBar
@@ -100,8 +103,88 @@ class RestoreOptions:
     key_filter: KeyFilter = KeyFilter()
     max_wcu: float | None = None
     verify: bool = False
-    workers: int = 8
+    workers: int = 8  # BatchWriteItem calls in flight per unit task
     read_concurrency: int = 32
+    shard_digits: int | None = None  # units of the key space (None: sized to the table)
+    units_at_once: int = 2  # unit tasks running together on local threads
+
+
+# The target's items in a restore's scope: key hash -> (item digest, key attributes).
+Existing = dict[str, tuple[str, Item]]
+
+
+@dataclass(frozen=True)
+class RestoreTask:
+    """Everything a unit task needs, picklable: on a distributed worker `s3` and
+    `dynamodb` build that worker's own clients."""
+
+    plan: StatePlan
+    target: str
+    s3: Callable[[], Any]
+    dynamodb: Callable[[], Any]
+    key_filter: KeyFilter = KeyFilter()
+    dry_run: bool = False
+    keep_digests: bool = False  # return every item's digest (for --verify)
+    writers: int = 8
+    max_wcu: float | None = None  # this task's share of the cap
+    read_concurrency: int = 32
+
+
+@dataclass
+class UnitRestore:
+    """What one unit's task did."""
+
+    unit: str
+    state_items: int = 0
+    puts: int = 0
+    deletes: int = 0
+    unchanged: int = 0
+    newest_event_us: int | None = None
+    writes: WriteStats = field(default_factory=WriteStats)
+    digests: dict[str, str] = field(default_factory=dict)
+
+
+def restore_unit(task: RestoreTask, work: tuple[str, Existing]) -> UnitRestore:
+    """Read one unit's state as of the plan's time, then put what the target lacks and
+    delete the unit's target items that the state does not have. `work` is the unit and
+    the target's items in it (empty for an empty target)."""
+    unit, existing = work
+    with ThreadPoolExecutor(task.read_concurrency, thread_name_prefix="s3-get") as reads:
+        state = StateReader(task.s3(), task.plan, reads).unit(unit)
+    result = UnitRestore(unit, newest_event_us=state.newest_event_us)
+    requests = _unit_requests(task, state.rows, dict(existing), result)
+    if task.dry_run:
+        for _ in requests:  # a dry run only counts
+            pass
+        return result
+    writer = BatchWriter(task.dynamodb(), task.target, workers=task.writers, max_wcu=task.max_wcu)
+    try:
+        writer.submit(requests)
+    finally:
+        result.writes = writer.close()
+    return result
+
+
+def _unit_requests(
+    task: RestoreTask, rows: list[Row], existing: Existing, result: UnitRestore
+) -> Iterator[WriteRequest]:
+    for row in rows:
+        item = row.change.new_image or {}
+        if not task.key_filter.matches(row.key_hash, item):
+            continue
+        result.state_items += 1
+        digest = item_digest(item)
+        if task.keep_digests:
+            result.digests[row.key_hash] = digest
+        current = existing.pop(row.key_hash, None)
+        if current is not None and current[0] == digest:
+            result.unchanged += 1
+            continue
+        result.puts += 1
+        yield WriteRequest({"PutRequest": {"Item": to_client_item(item)}}, item_size(item))
+    for _item_digest, keys in existing.values():
+        result.deletes += 1
+        yield WriteRequest({"DeleteRequest": {"Key": to_client_item(keys)}}, item_size(keys))
 
 
 def backup_key_schema(s3: Any, dynamodb: Any, plan: StatePlan) -> tuple[KeyAttribute, ...]:
@@ -132,6 +215,10 @@ def _recorded(s3: Any, plan: StatePlan) -> tuple[KeyAttribute, ...]:
 
 
 class Restorer:
+    """Plans a restore, reads the target once (a diff restore), runs one task per unit of
+    the key space on the executor (local threads by default, or a distributed engine),
+    then adds up the units' reports."""
+
     def __init__(
         self,
         s3: Any,
@@ -143,7 +230,11 @@ class Restorer:
         options: RestoreOptions | None = None,
         announce: Callable[[str], None] = print,
         progress: Callable[[str, int, int], None] | None = None,
+        executor: UnitExecutor | None = None,
+        client_factories: tuple[Callable[[], Any], Callable[[], Any]] | None = None,
     ) -> None:
+        """A distributed `executor` needs `client_factories` (S3, DynamoDB): picklable
+        recipes the workers build their clients from."""
         self._s3 = s3
         self._dynamodb = dynamodb
         self._bucket = bucket
@@ -153,11 +244,22 @@ class Restorer:
         self._options = options or RestoreOptions(as_of_us=int(time.time() * 1_000_000))
         self._announce = announce
         self._progress = progress or (lambda phase, done, total: None)
+        self._executor = executor
+        if executor is not None and executor.distributed and client_factories is None:
+            raise ValueError("a distributed executor needs client_factories for its workers")
+        self._factories = client_factories or ((lambda: s3), (lambda: dynamodb))
 
     def run(self) -> RestoreReport:
         started = time.perf_counter()
         opts = self._options
-        plan = plan_state(self._s3, self._bucket, self._prefix, self._source, opts.as_of_us)
+        plan = plan_state(
+            self._s3,
+            self._bucket,
+            self._prefix,
+            self._source,
+            opts.as_of_us,
+            shard_digits=opts.shard_digits,
+        )
         schema = backup_key_schema(self._s3, self._dynamodb, plan)
         report = RestoreReport(
             self._source,
@@ -165,89 +267,61 @@ class Restorer:
             opts.as_of_us,
             plan.base.id if plan.base else None,
             dry_run=opts.dry_run,
+            newest_event_us=plan.base.newest_event_time_us if plan.base else None,
         )
         exists = require_target(
             self._dynamodb, self._target, schema, opts.create_table, opts.dry_run, self._announce
         )
         key_names = [k.name for k in schema]
-        existing: dict[str, tuple[str, Item]] = {}
+        existing: dict[str, Existing] = {unit: {} for unit in plan.units}
         if exists and not is_empty(self._dynamodb, self._target):
             report.mode = "diff"
-            existing = self._read_target(key_names)
-        writer = None
-        if not opts.dry_run:
-            writer = BatchWriter(
-                self._dynamodb, self._target, workers=opts.workers, max_wcu=opts.max_wcu
-            )
+            for digest, entry in self._read_target(key_names).items():
+                existing[digest[: plan.shard_digits]][digest] = entry
+        units = plan.units
+        executor = self._executor or ThreadUnitExecutor(min(opts.units_at_once, len(units)))
+        at_once = min(len(units), executor.concurrency)
+        task = RestoreTask(
+            plan=plan,
+            target=self._target,
+            s3=self._factories[0],
+            dynamodb=self._factories[1],
+            key_filter=opts.key_filter,
+            dry_run=opts.dry_run,
+            keep_digests=opts.verify,
+            writers=opts.workers,
+            # the units running together share the cap
+            max_wcu=opts.max_wcu / at_once if opts.max_wcu else None,
+            read_concurrency=opts.read_concurrency,
+        )
         expected: dict[str, str] = {}
-        try:
-            requests = self._requests(plan, existing, expected, report)
-            if writer is None:
-                for _ in requests:  # a dry run only counts
-                    pass
-            else:
-                writer.submit(requests)
-        finally:
-            if writer is not None:
-                report.writes = writer.close()
+        work = [(unit, existing.pop(unit)) for unit in units]
+        results = executor.map(functools.partial(restore_unit, task), work)
+        for done, unit in enumerate(results, start=1):
+            report.state_items += unit.state_items
+            report.puts += unit.puts
+            report.deletes += unit.deletes
+            report.unchanged += unit.unchanged
+            report.writes.add(unit.writes)
+            if unit.newest_event_us is not None:
+                report.newest_event_us = max(report.newest_event_us or 0, unit.newest_event_us)
+            expected.update(unit.digests)
+            self._progress("restore", done, len(units))
         if opts.verify and not opts.dry_run:
             self._verify(key_names, expected)
             report.verified = True
         report.seconds = time.perf_counter() - started
         return report
 
-    def _read_target(self, key_names: list[str]) -> dict[str, tuple[str, Item]]:
+    def _read_target(self, key_names: list[str]) -> Existing:
         """key hash -> (item digest, key) for the target's items in the restore's scope."""
-        existing: dict[str, tuple[str, Item]] = {}
+        existing: Existing = {}
         for item in scan(self._dynamodb, self._target):
             keys = {name: item[name] for name in key_names}
             digest = key_hash(keys)
             if self._options.key_filter.matches(digest, item):
                 existing[digest] = (item_digest(item), keys)
         return existing
-
-    def _requests(
-        self,
-        plan: StatePlan,
-        existing: dict[str, tuple[str, Item]],
-        expected: dict[str, str],
-        report: RestoreReport,
-    ) -> Iterator[WriteRequest]:
-        units = plan.units
-        if plan.base is not None:
-            report.newest_event_us = plan.base.newest_event_time_us
-        states = read_state(self._s3, plan, self._options.read_concurrency)
-        for done, state in enumerate(states, start=1):
-            if state.newest_event_us is not None:
-                report.newest_event_us = max(report.newest_event_us or 0, state.newest_event_us)
-            for row in state.rows:
-                request = self._put_if_needed(row, existing, expected, report)
-                if request is not None:
-                    yield request
-            self._progress("restore", done, len(units))
-        for _digest, (_item_digest, keys) in existing.items():
-            report.deletes += 1
-            yield WriteRequest({"DeleteRequest": {"Key": to_client_item(keys)}}, item_size(keys))
-
-    def _put_if_needed(
-        self,
-        row: Row,
-        existing: dict[str, tuple[str, Item]],
-        expected: dict[str, str],
-        report: RestoreReport,
-    ) -> WriteRequest | None:
-        item = row.change.new_image or {}
-        if not self._options.key_filter.matches(row.key_hash, item):
-            return None
-        report.state_items += 1
-        digest = item_digest(item)
-        expected[row.key_hash] = digest
-        current = existing.pop(row.key_hash, None)
-        if current is not None and current[0] == digest:
-            report.unchanged += 1
-            return None
-        report.puts += 1
-        return WriteRequest({"PutRequest": {"Item": to_client_item(item)}}, item_size(item))
 
     def _verify(self, key_names: list[str], expected: dict[str, str]) -> None:
         actual = self._read_target(key_names)
@@ -330,10 +404,16 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verify", action="store_true", help="re-read TARGET and compare every item"
     )
-    parser.add_argument("--workers", type=positive_int, default=8, help="parallel writers")
     parser.add_argument(
-        "--read-concurrency", type=positive_int, default=32, help="S3 GETs in flight"
+        "--workers",
+        type=positive_int,
+        default=8,
+        help="BatchWriteItem calls in flight per unit task (two units run at once locally)",
     )
+    parser.add_argument(
+        "--read-concurrency", type=positive_int, default=32, help="S3 GETs in flight per unit"
+    )
+    add_executor_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -355,6 +435,7 @@ def run(args: argparse.Namespace) -> int:
             key_filter = KeyFilter(partition=partition_filter(schema, args.key_prefix))
     progress = ProgressBar(enabled=False if args.json else None)
     announce: Callable[[str], None] = (lambda text: None) if args.json else print
+    executor = executor_from(args)
     restorer = Restorer(
         s3,
         dynamodb,
@@ -371,14 +452,19 @@ def run(args: argparse.Namespace) -> int:
             verify=args.verify,
             workers=args.workers,
             read_concurrency=args.read_concurrency,
+            shard_digits=args.shard_digits,
         ),
         announce=announce,
         progress=progress,
+        executor=executor,
+        client_factories=(ClientFactory("s3", settings), ClientFactory("dynamodb", settings)),
     )
     try:
         report = restorer.run()
     finally:
         progress.close()
+        if executor is not None:
+            executor.close()
     if args.json:
         emit_json(report.as_json())
         return 0

@@ -92,14 +92,15 @@ def _prepare_target(b: Backup, as_of: int) -> dict[str, Item]:
     return b.target_items(TARGET)
 
 
-def test_diff_restore_ends_with_exactly_the_state(backup: Backup) -> None:
+@pytest.mark.parametrize("shard_digits", [None, 1, 2], ids=["sized", "16-units", "256-units"])
+def test_diff_restore_ends_with_exactly_the_state(backup: Backup, shard_digits: int | None) -> None:
     as_of = _state(backup)
     before = _prepare_target(backup, as_of)
     state = backup.oracle(as_of)
     identical = sum(1 for d, item in before.items() if state.get(d) == item)
     assert identical == 12  # partition c minus the removed item
 
-    report = backup.restore(TARGET, as_of)
+    report = backup.restore(TARGET, as_of, shard_digits=shard_digits)
     assert report.mode == "diff"
     assert report.state_items == len(state) == 38
     assert (report.puts, report.deletes, report.unchanged) == (38 - identical, 2, identical)
@@ -177,12 +178,25 @@ class FailingAfter:
         return getattr(self._client, name)
 
 
-def test_interrupted_restore_converges_when_rerun(backup: Backup) -> None:
+@pytest.mark.parametrize("shard_digits", [None, 1], ids=["sized", "16-units"])
+def test_interrupted_restore_converges_when_rerun(
+    backup: Backup, shard_digits: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     as_of = _state(backup)
     create_table(backup.dynamodb, TARGET)
+    started: list[str] = []
+    real_unit = restore_module.restore_unit
+
+    def counted(task: Any, work: Any) -> Any:
+        started.append(work[0])
+        return real_unit(task, work)
+
+    monkeypatch.setattr(restore_module, "restore_unit", counted)
     broken = Backup(backup.s3, FailingAfter(backup.dynamodb, calls=1), changes=backup.changes)
     with pytest.raises(StorageError, match="BatchWriteItem on target: InternalServerError"):
-        broken.restore(TARGET, as_of, workers=1)
+        broken.restore(TARGET, as_of, workers=1, shard_digits=shard_digits)
+    if shard_digits:  # the first failure starts no further unit
+        assert 1 <= len(started) < 16
     partial = backup.target_items(TARGET)
     assert 0 < len(partial) < len(backup.oracle(as_of))
 
@@ -419,3 +433,26 @@ def test_verify_fails_when_the_target_changes_before_the_check(
     assert err.startswith("ddb-backup: error: verify failed on 'target'")
     assert err.count("\n") == 1
     assert "Traceback" not in out + err
+
+
+def test_units_running_together_share_the_write_cap(
+    backup: Backup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caps: list[float | None] = []
+    real_writer = restore_module.BatchWriter
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        caps.append(kwargs.get("max_wcu"))
+        return real_writer(*args, **kwargs)
+
+    monkeypatch.setattr(restore_module, "BatchWriter", spy)
+    as_of = _state(backup)
+    # 16 units, 2 at a time: each has half the cap, so together they never exceed it
+    report = backup.restore("capped-16", as_of, create_table=True, max_wcu=100, shard_digits=1)
+    assert caps == [50.0] * 16
+    assert backup.target_items("capped-16") == backup.oracle(as_of)
+    assert report.puts == 38
+    # one unit: the whole cap
+    caps.clear()
+    backup.restore("capped-1", as_of, create_table=True, max_wcu=100, shard_digits=0)
+    assert caps == [100.0]
