@@ -173,16 +173,22 @@ def test_typed_columns_agree_with_the_state(
         )
 
 
+@pytest.fixture
+def tmp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temporary directory the query's local files go to."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
 def test_as_of_reads_unit_by_unit_into_local_files_removed_after(
     capsys: pytest.CaptureFixture[str],
     server: Server,  # noqa: F811
     data: Data,
-    tmp_path: Path,
+    tmp_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Memory holds one unit: each unit's rows become a local Parquet file, and the
     files are gone once the query has printed its result."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(sql, "plan_state", functools.partial(sql.plan_state, shard_digits=1))
     written: list[tuple[Path, int]] = []
     real = sql.write_parquet
@@ -197,22 +203,20 @@ def test_as_of_reads_unit_by_unit_into_local_files_removed_after(
     assert queried == data.backup.oracle(as_of)
     assert len(written) > 1, "one file per unit with rows"
     assert sum(rows for _, rows in written) == len(queried)
-    assert {path.parent.parent for path, _ in written} == {tmp_path}
-    assert list(tmp_path.iterdir()) == []
+    assert {path.parent.parent for path, _ in written} == {tmp_dir}
+    assert list(tmp_dir.iterdir()) == []
 
 
 def test_as_of_files_are_removed_when_the_sql_fails(
     capsys: pytest.CaptureFixture[str],
     server: Server,  # noqa: F811
     data: Data,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_dir: Path,
 ) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     code, out, err = run_cli(
         capsys, server, BUCKET, "query", "--as-of", str(now_us() / SECOND), "SELECT nope FROM items"
     )
     assert (code, out) == (1, "")
     assert "nope" in err
     assert len(err.strip().splitlines()) == 1
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_dir.iterdir()) == []

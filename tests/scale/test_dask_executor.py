@@ -23,6 +23,7 @@ from jobs.cli import main
 from jobs.clients import AwsSettings, ClientFactory, make_client
 from jobs.restore import RestoreOptions, Restorer
 from jobs.standin import local_aws
+from tests.jobs.restore_fixtures import create_table
 
 BUCKET = "dask-bucket"
 TABLE = "orders"
@@ -153,18 +154,8 @@ def target_items(dynamodb: Any, table: str) -> dict[str, Any]:
 def dynamodb(endpoint: str) -> Any:
     """The stand-in's DynamoDB, with the source table (restores take its key schema)."""
     client = make_client("dynamodb", AwsSettings(endpoint_url=endpoint))
-    client.create_table(
-        TableName=TABLE,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "N"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    if TABLE not in client.list_tables()["TableNames"]:  # moto's state is per process
+        create_table(client, TABLE, {"pk": "S", "sk": "N"})
     return client
 
 
