@@ -90,12 +90,15 @@ class Compactor:
         run_id = uuid.uuid4().hex[:12]
         watermark_us = int(self._clock() * 1_000_000)  # listing starts after this
         run_root = catalog.run_prefix(self._prefix, self._table, snapshot, run_id)
+        # The GETs in flight are shared by the units that run at once: a table of one
+        # unit reads with all of them.
+        at_once = max(1, min(len(plan.units), self._config.workers, self._executor.concurrency))
         with tempfile.TemporaryDirectory(prefix="ddb-backup-compact-") as tmp:
             task = UnitTask(
                 plan=plan,
                 run_root=run_root,
                 s3=self._s3_factory,
-                read_concurrency=max(4, self._config.read_concurrency // self._config.workers),
+                read_concurrency=max(4, self._config.read_concurrency // at_once),
                 skip_corrupt=self._config.skip_corrupt,
                 local_dir=None if self._executor.distributed else tmp,
             )

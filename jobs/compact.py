@@ -38,7 +38,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=positive_int, default=4, help="shard units at once")
     parser.add_argument(
-        "--read-concurrency", type=positive_int, default=32, help="S3 GETs in flight"
+        "--read-concurrency",
+        type=positive_int,
+        default=32,
+        help="S3 GETs in flight, shared by the units that run at once",
     )
     add_executor_arguments(parser)
     parser.add_argument(

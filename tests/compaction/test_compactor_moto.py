@@ -33,6 +33,7 @@ from backup_lambda.layout import (
     object_key,
 )
 from compaction import catalog
+from compaction import compactor as compactor_module
 from compaction.compactor import CompactionConfig, CompactionResult
 from compaction.manifest import KeyAttribute, Manifest, SkippedVersion
 from compaction.snapshot_io import arrow_type
@@ -787,6 +788,36 @@ def test_incremental_reads_one_object_per_changed_key(
     assert counts.carried_rows == keys - len(changed)
     snapshot = read_snapshot(s3_client, incremental.manifest)
     assert actual_content(snapshot) == expected_content(store, sim_clock.at(200))
+
+
+@pytest.mark.parametrize(
+    ("shard_digits", "workers", "per_unit"),
+    [(0, 4, 32), (1, 4, 8), (1, 1, 32), (1, 64, 4)],
+    ids=["one-unit", "16-units-4-at-once", "16-units-one-at-a-time", "floor-of-4"],
+)
+def test_units_running_at_once_share_the_reads_in_flight(
+    s3_client: Any,
+    store: Store,
+    sim_clock: SimClock,
+    monkeypatch: pytest.MonkeyPatch,
+    shard_digits: int,
+    workers: int,
+    per_unit: int,
+) -> None:
+    for i in range(20):
+        store.put(key(i), {"v": {"N": "1"}}, event_s=i / 10)
+    seen: set[int] = set()
+    real_phase_one = compactor_module.phase_one
+
+    def spy(task: Any, unit: str) -> Any:
+        seen.add(task.read_concurrency)
+        return real_phase_one(task, unit)
+
+    monkeypatch.setattr(compactor_module, "phase_one", spy)
+    config = CompactionConfig(full=True, shard_digits=shard_digits, workers=workers)
+    result = compact(s3_client, sim_clock, as_of_s=10, run_s=20, config=config)
+    assert result.manifest.counts.items == 20
+    assert seen == {per_unit}
 
 
 # --- the command line -------------------------------------------------------------------------
