@@ -7,7 +7,8 @@ each unit is listed, read and folded on its own, so memory is bounded by a unit.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,13 +22,18 @@ from compaction.fold import LAST_MODIFIED_RESOLUTION_US, KeyPlan, Row, Version, 
 from compaction.manifest import Manifest, SkippedVersion
 from compaction.s3errors import translate
 from compaction.snapshot_io import read_base_rows
-from compaction.versions import has_objects, iter_versions
+from compaction.versions import VersionRef, has_objects, iter_versions
 
 DEFAULT_CLOCK_SKEW_US = 1_000_000
 _HASH_HEX = 64
 # Units hold about this many items at most (memory per unit), and no more files than needed.
 _UNIT_TARGET_ITEMS = 125_000
 _PROBE_SHARD = "00"  # 1/256 of the key space
+# A unit expected to hold more items than this lists its 16 sub-prefixes in parallel: a
+# LIST returns at most 1,000 versions, so one listing of a large unit is a long chain of
+# sequential requests.
+_SPLIT_LISTING_ITEMS = 2_000
+_HEX = "0123456789abcdef"
 
 
 def auto_shard_digits(estimated_items: int) -> int:
@@ -62,10 +68,17 @@ class StatePlan:
     since_us: int | None  # versions written at or before this are folded into the base
     shard_digits: int
     skew_us: int = DEFAULT_CLOCK_SKEW_US
+    estimated_items: int = 0  # the base's items, else an estimate from one LIST
 
     @property
     def units(self) -> list[str]:
         return units_for(self.shard_digits)
+
+    def listing_prefixes(self, unit: str) -> list[str]:
+        """Key-hash prefixes to list for `unit`: the unit, or its 16 sub-prefixes when the
+        unit is expected to be large (they are listed in parallel, in this order)."""
+        per_unit = self.estimated_items / 16**self.shard_digits
+        return [unit + h for h in _HEX] if per_unit > _SPLIT_LISTING_ITEMS else [unit]
 
 
 def plan_state(
@@ -88,10 +101,12 @@ def plan_state(
         since_us = (
             min(base.listing_watermark_us, base.as_of_us) - LAST_MODIFIED_RESOLUTION_US - skew_us
         )
+    estimate = base.item_count if base else _estimate_items(s3, bucket, prefix, table)
     if shard_digits is None:
-        estimate = base.item_count if base else _estimate_items(s3, bucket, prefix, table)
         shard_digits = auto_shard_digits(estimate)
-    return StatePlan(bucket, prefix, table, as_of_us, base, since_us, shard_digits, skew_us)
+    return StatePlan(
+        bucket, prefix, table, as_of_us, base, since_us, shard_digits, skew_us, estimate
+    )
 
 
 def _estimate_items(s3: Any, bucket: str, prefix: str, table: str) -> int:
@@ -173,7 +188,15 @@ class StateReader:
     def _list(self, unit: str, state: UnitState) -> dict[str, list[Version]]:
         versions: dict[str, list[Version]] = {}
         root = items_prefix(self._plan.prefix, self._plan.table)
-        for ref in iter_versions(self._s3, self._plan.bucket, unit_listing_prefix(root, unit)):
+        prefixes = [unit_listing_prefix(root, p) for p in self._plan.listing_prefixes(unit)]
+        if len(prefixes) == 1:
+            refs: Iterable[VersionRef] = iter_versions(self._s3, self._plan.bucket, prefixes[0])
+        else:  # in parallel on the read threads (idle until the listing is done)
+            parts = self._reads.map(
+                lambda where: list(iter_versions(self._s3, self._plan.bucket, where)), prefixes
+            )
+            refs = itertools.chain.from_iterable(parts)
+        for ref in refs:
             name = ref.key[len(root) :]
             digest = name[3:-5]  # "<hh>/<hash>.json"
             if ref.is_delete_marker or len(digest) != _HASH_HEX or not name.endswith(".json"):

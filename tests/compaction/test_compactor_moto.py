@@ -233,6 +233,43 @@ def test_units_of_three_digits_list_inside_their_shard_folder(
             assert state.listed == 1
 
 
+@pytest.mark.parametrize("unit_digits", [0, 1, 3])
+def test_a_large_unit_lists_its_sixteen_sub_prefixes_with_the_same_result(
+    s3_client: Any, store: Store, sim_clock: SimClock, unit_digits: int
+) -> None:
+    for version in range(2):
+        for i in range(60):
+            store.put(key(i), {"v": {"N": str(version)}}, event_s=version + i / 100)
+    prefixes: list[str] = []
+
+    def record(params: dict[str, Any], **kwargs: Any) -> None:
+        prefixes.append(params["Prefix"])
+
+    s3_client.meta.events.register("before-parameter-build.s3.ListObjectVersions", record)
+    unit = digest(7)[:unit_digits]
+    small = StatePlan(BUCKET, "", TABLE, sim_clock.at(10), None, None, unit_digits)
+    large = StatePlan(
+        BUCKET, "", TABLE, sim_clock.at(10), None, None, unit_digits, estimated_items=10**9
+    )
+    states = []
+    for plan in (small, large):
+        prefixes.clear()
+        with ThreadPoolExecutor(4) as reads:
+            states.append(StateReader(s3_client, plan, reads).unit(unit))
+        listed = sorted(prefixes)
+        root = items_prefix("", TABLE)
+        if plan is small:
+            assert listed == [unit_listing_prefix(root, unit)]
+        else:
+            assert listed == sorted(unit_listing_prefix(root, unit + h) for h in "0123456789abcdef")
+    one, split = states
+    assert [(r.key_hash, r.version_id) for r in split.rows] == [
+        (r.key_hash, r.version_id) for r in one.rows
+    ]
+    assert split.listed == one.listed == 2 * sum(1 for i in range(60) if digest(i).startswith(unit))
+    assert digest(7) in {r.key_hash for r in split.rows}
+
+
 # --- the manifest and the typed columns ---------------------------------------------------
 
 
