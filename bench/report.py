@@ -186,8 +186,9 @@ def main() -> None:
         "(compaction vs plain GET, incremental vs full, snapshot restore vs version walk, "
         "Parquet vs JSON lines) are measured side by side in the same process and run, "
         "alternating where it matters. Request counts come from botocore event hooks. "
-        "Peak RSS is the maxrss of a separate process that only compacts a table (the table "
-        "is loaded by another process).",
+        "Peak RSS is the high-water mark of a separate process that only runs a full "
+        "compaction, reset after its imports (Linux clear_refs); the table is loaded by "
+        "another process.",
         "- Bounds: everything runs on one 2-core machine: the S3 server, moto's DynamoDB "
         "and the tool share the CPUs, so absolute times are bounded by CPU, not network; "
         "ratios are the portable figures.",
