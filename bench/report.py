@@ -36,6 +36,9 @@ FULL_PLAN = [
             "1000,3334",
         ],
     ),
+    ("restore_10k", ["bench.restore", "--keys", "3334", "--versions", "3", "--runs", "3"]),
+    ("query_1m", ["bench.query", "--items", "1000000", "--runs", "5"]),
+    # The long steps last, so an interrupted full run has already written the short ones.
     (
         "compaction_100k",
         [
@@ -50,12 +53,8 @@ FULL_PLAN = [
             "33334",
         ],
     ),
-    ("restore_10k", ["bench.restore", "--keys", "3334", "--versions", "3", "--runs", "3"]),
     ("restore_100k", ["bench.restore", "--keys", "33334", "--versions", "3", "--runs", "3"]),
-    ("query_1m", ["bench.query", "--items", "1000000", "--runs", "5"]),
 ]
-# The short steps first, so an interrupted full run has already written them.
-FULL_PLAN.sort(key=lambda step: step[0].endswith("_100k"))
 MEDIUM_PLAN = [
     step for step in FULL_PLAN if step[0] in {"lambda", "compaction_10k", "restore_10k", "query_1m"}
 ]

@@ -92,7 +92,7 @@ class Compactor:
         run_root = catalog.run_prefix(self._prefix, self._table, snapshot, run_id)
         # The GETs in flight are shared by the units that run at once: a table of one
         # unit reads with all of them.
-        at_once = max(1, min(len(plan.units), self._config.workers, self._executor.concurrency))
+        at_once = min(len(plan.units), self._executor.concurrency)
         with tempfile.TemporaryDirectory(prefix="ddb-backup-compact-") as tmp:
             task = UnitTask(
                 plan=plan,

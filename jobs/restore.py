@@ -295,8 +295,7 @@ class Restorer:
             read_concurrency=opts.read_concurrency,
         )
         expected: dict[str, str] = {}
-        work = [(unit, existing.pop(unit)) for unit in units]
-        results = executor.map(functools.partial(restore_unit, task), work)
+        results = executor.map(functools.partial(restore_unit, task), list(existing.items()))
         for done, unit in enumerate(results, start=1):
             report.state_items += unit.state_items
             report.puts += unit.puts

@@ -147,16 +147,17 @@ class SqlSession:
             first_keys = first_keys or sorted(state.rows[0].change.keys)
             spills.append(work / f"{len(spills):05d}.arrow")
             write_spill(spills[-1], state.rows)
-        keys = [k.name for k in plan.base.key_schema] if plan.base else first_keys
-        columns = [Column(n, t) for n, t in choose_columns(stats, keys)]
-        data: Any = empty_typed_table(columns)
-        if spills:
-            files = []
-            for spill in spills:
-                files.append(str(spill.with_suffix(".parquet")))
-                write_parquet(Path(files[-1]), read_spill(spill), columns)
-                spill.unlink()
-            data = ds.dataset(files, format="parquet")
+        keys = [k.name for k in plan.base.key_schema] if plan.base else []
+        columns = [Column(n, t) for n, t in choose_columns(stats, keys or first_keys)]
+        files = [spill.with_suffix(".parquet") for spill in spills]
+        for spill, file in zip(spills, files, strict=True):
+            write_parquet(file, read_spill(spill), columns)
+            spill.unlink()
+        data: Any = (
+            ds.dataset([str(f) for f in files], format="parquet")
+            if files
+            else empty_typed_table(columns)
+        )
         self._register(data, [c.name for c in columns], self._manifests())
         self.source = (
             f"snapshot {plan.base.id} + changes" if plan.base else "object versions (no snapshot)"
