@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from backup_lambda.layout import Change, encode_change, object_key
-from jobs.clients import AwsSettings, make_client
-from jobs.standin import local_aws
+from jobs.cli.clients import AwsSettings, make_client
+from jobs.demo.standin import local_aws
 
 TABLE = "bench"
 PREFIX = "bench"

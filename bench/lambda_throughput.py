@@ -17,7 +17,7 @@ import uuid
 from typing import Any
 
 from bench.common import RequestCounter, clients, env_endpoint, make_bucket, s3_server
-from jobs.standin import FakeLambdaContext
+from jobs.demo.standin import FakeLambdaContext
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/bench/stream/2026-11-28T00:00:00.000"
 

@@ -37,9 +37,9 @@ from compaction.columns import choose_columns, collect
 from compaction.fold import Row
 from compaction.manifest import Column, Counts, KeyAttribute, Manifest, snapshot_id
 from compaction.snapshot_io import rows_table, upload, write_export, write_parquet
-from jobs.arrowfs import s3_filesystem
-from jobs.clients import AwsSettings
-from jobs.sql import SqlSession
+from jobs.cli.clients import AwsSettings
+from jobs.query.arrowfs import s3_filesystem
+from jobs.query.sql import SqlSession
 
 CHUNK = 250_000
 LOOKUP = "user#00012345"

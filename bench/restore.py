@@ -33,8 +33,8 @@ from bench.common import (
 )
 from compaction.compactor import Compactor
 from compaction.versions import iter_versions
-from jobs.ddbitems import to_client_item
-from jobs.restore import RestoreOptions, Restorer
+from jobs.restore.ddbitems import to_client_item
+from jobs.restore.restorer import RestoreOptions, Restorer
 
 WRITERS = 8
 READERS = 32

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from jobs.cli import main
+from jobs.main import main
 
 sys.exit(main())

@@ -13,8 +13,8 @@ from moto import mock_aws
 from backup_lambda import handler as backup_handler
 from backup_lambda.ddbjson import Item
 from compaction.history import HistoryEntry, item_history
-from jobs.standin import FakeLambdaContext
-from jobs.streams import lambda_event
+from jobs.demo.standin import FakeLambdaContext
+from jobs.demo.streams import lambda_event
 from tests.support import BUCKET, StreamTable, create_stream_table
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from backup_lambda.ddbjson import Item
-from jobs.streams import read_stream
+from jobs.demo.streams import read_stream
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BUCKET = "ddb-backup-tests"

@@ -10,7 +10,7 @@ import pytest
 from backup_lambda import handler as backup_handler
 from backup_lambda.errors import ConfigError, NotFoundError
 from backup_lambda.layout import object_key
-from jobs.standin import FakeLambdaContext
+from jobs.demo.standin import FakeLambdaContext
 from tests.conftest import Deliver, History
 from tests.support import StreamTable, load_event, records_of, sequence, stored_bodies
 

@@ -38,7 +38,7 @@ from compaction.compactor import CompactionConfig, CompactionResult
 from compaction.manifest import KeyAttribute, Manifest, SkippedVersion
 from compaction.snapshot_io import arrow_type
 from compaction.state import StatePlan, StateReader, unit_listing_prefix, units_for
-from jobs.cli import main
+from jobs.main import main
 from tests.compaction.helpers import (
     BUCKET,
     SEC,

@@ -286,8 +286,8 @@ def check_iterator_age_alarm(template: Template) -> list[str]:
 
 def check_scheduled_tools(template: Template) -> list[str]:
     expected = {
-        "CompactionFunction": ("jobs.scheduled.compaction_handler", "CompactionSchedule"),
-        "DrillFunction": ("jobs.scheduled.drill_handler", "DrillSchedule"),
+        "CompactionFunction": ("jobs.ops.scheduled.compaction_handler", "CompactionSchedule"),
+        "DrillFunction": ("jobs.ops.scheduled.drill_handler", "DrillSchedule"),
     }
     problems = []
     for name, (command, schedule) in expected.items():

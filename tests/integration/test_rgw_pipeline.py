@@ -32,9 +32,9 @@ import boto3
 import pytest
 
 from backup_lambda import handler as backup_handler
-from jobs.cli import main as cli_main
-from jobs.standin import FakeLambdaContext
-from jobs.streams import StreamReader, lambda_event
+from jobs.demo.standin import FakeLambdaContext
+from jobs.demo.streams import StreamReader, lambda_event
+from jobs.main import main as cli_main
 
 pytestmark = pytest.mark.rgw
 

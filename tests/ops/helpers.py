@@ -17,7 +17,7 @@ from compaction.compactor import CompactionConfig, Compactor
 from compaction.manifest import Manifest
 from compaction.snapshot_io import read_base_rows
 from compaction.state import units_for
-from jobs.ddbitems import from_client_item
+from jobs.restore.ddbitems import from_client_item
 
 SEC = 1_000_000
 DAY = 86_400 * SEC

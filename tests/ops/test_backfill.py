@@ -15,12 +15,12 @@ from backup_lambda.layout import key_hash
 from compaction.compactor import CompactionConfig, Compactor
 from compaction.history import item_history
 from compaction.state import DEFAULT_CLOCK_SKEW_US
-from jobs.backfill import Backfiller, BackfillError, backfill_event_time_us
-from jobs.cli import main
-from jobs.ddbitems import to_client_item
-from jobs.restore import RestoreOptions, Restorer
-from jobs.standin import FakeLambdaContext
-from jobs.streams import StreamReader, lambda_event
+from jobs.demo.standin import FakeLambdaContext
+from jobs.demo.streams import StreamReader, lambda_event
+from jobs.main import main
+from jobs.ops.backfill import Backfiller, BackfillError, backfill_event_time_us
+from jobs.restore.ddbitems import to_client_item
+from jobs.restore.restorer import RestoreOptions, Restorer
 from tests.ops.conftest import SetClock
 from tests.ops.helpers import (
     SEC,

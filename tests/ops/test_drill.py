@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from jobs.cli import main
-from jobs.drill import Drill, DrillReport
+from jobs.main import main
+from jobs.ops.drill import Drill, DrillReport
 from tests.ops.helpers import (
     BUCKET,
     SEC,

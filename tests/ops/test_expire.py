@@ -17,9 +17,9 @@ from backup_lambda.layout import encode_change, items_prefix, key_hash, object_k
 from compaction import catalog
 from compaction.manifest import Manifest, snapshot_id
 from compaction.retention import RetentionPolicy, reach_start_us
-from jobs.cli import main
-from jobs.expire import Expirer, ExpireReport
-from jobs.restore import RestoreOptions, Restorer
+from jobs.main import main
+from jobs.ops.expire import Expirer, ExpireReport
+from jobs.restore.restorer import RestoreOptions, Restorer
 from tests.ops.helpers import (
     BUCKET,
     DAY,

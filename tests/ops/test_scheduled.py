@@ -11,8 +11,9 @@ import pytest
 
 from backup_lambda.errors import ConfigError
 from compaction import catalog
-from jobs.cli import main
-from jobs.scheduled import (
+from jobs.demo.standin import FakeLambdaContext
+from jobs.main import main
+from jobs.ops.scheduled import (
     ScheduleConfig,
     ScheduledRunError,
     compaction_handler,
@@ -20,7 +21,6 @@ from jobs.scheduled import (
     has_versions_after,
     run_compactions,
 )
-from jobs.standin import FakeLambdaContext
 from tests.ops.conftest import SetClock
 from tests.ops.helpers import (
     BUCKET,

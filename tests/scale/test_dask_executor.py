@@ -19,11 +19,11 @@ from compaction import catalog
 from compaction.compactor import CompactionConfig, Compactor
 from compaction.executor import DaskUnitExecutor
 from compaction.snapshot_io import read_base_rows
-from jobs.cli import main
-from jobs.clients import AwsSettings, ClientFactory, make_client
-from jobs.restore import RestoreOptions, Restorer
-from jobs.standin import local_aws
-from tests.jobs.restore_fixtures import create_table
+from jobs.cli.clients import AwsSettings, ClientFactory, make_client
+from jobs.demo.standin import local_aws
+from jobs.main import main
+from jobs.restore.restorer import RestoreOptions, Restorer
+from tests.jobs.restore.restore_fixtures import create_table
 
 BUCKET = "dask-bucket"
 TABLE = "orders"

@@ -1,0 +1,1 @@
+"""What users do with a backup: compact it into snapshots, list them, read an item's history."""

@@ -1,0 +1,1 @@
+"""Shared by every command: argument parsing, AWS clients, output and progress."""

@@ -1,0 +1,1 @@
+"""`ddb-backup demo`: an embedded local AWS stand-in and a stream reader."""

@@ -1,0 +1,94 @@
+"""The `ddb-backup` command line: the command table, and one clear line per failure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from botocore.exceptions import BotoCoreError, NoCredentialsError
+
+from backup_lambda.errors import BackupError, ConflictError, NotFoundError, UserInputError
+from jobs.ops.drill import DrillFailedError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_CONFLICT = 4
+EXIT_DRILL_FAILED = 5
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _common(require_table: bool = True) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--bucket", required=True, help="the backup bucket")
+    parent.add_argument(
+        "--table", required=require_table, help="source table name as recorded in the backup"
+    )
+    parent.add_argument("--prefix", default="", help="folder in the bucket (default: root)")
+    parent.add_argument(
+        "--endpoint-url", default=None, help="AWS endpoint override (else the boto3 settings)"
+    )
+    parent.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last line"
+    )
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jobs.backup import compact, history, snapshots
+    from jobs.demo import command as demo
+    from jobs.ops import backfill, drill, expire, scheduled
+    from jobs.query import command as query
+    from jobs.restore import command as restore
+
+    parser = argparse.ArgumentParser(
+        prog="ddb-backup",
+        description="Incremental, point-in-time DynamoDB backups on S3.",
+        epilog="Times are ISO-8601 with an offset or Z (2026-11-28T14:00:00Z), or epoch "
+        "seconds. Exit status: 0 ok, 1 error, 2 bad usage or input, 3 not found, "
+        "4 another run committed first, 5 a drill missed a threshold.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    compact.register(commands, _common())
+    snapshots.register(commands, _common())
+    restore.register(commands, _common())
+    query.register(commands, _common())
+    backfill.register(commands, _common())
+    expire.register(commands, _common())
+    drill.register(commands, _common())
+    scheduled.register(commands, _common(require_table=False))
+    history.register(commands, _common())
+    demo.register(commands, cli=main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Command = args.run
+    try:
+        return run(args)
+    except UserInputError as e:
+        return _fail(str(e), EXIT_USAGE)
+    except NotFoundError as e:
+        return _fail(str(e), EXIT_NOT_FOUND)
+    except ConflictError as e:
+        return _fail(str(e), EXIT_CONFLICT)
+    except DrillFailedError as e:
+        return _fail(f"drill failed: {e}", EXIT_DRILL_FAILED)
+    except BackupError as e:
+        return _fail(str(e), EXIT_ERROR)
+    except NoCredentialsError:
+        return _fail("no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID)", EXIT_ERROR)
+    except BotoCoreError as e:
+        return _fail(f"AWS request failed: {e}", EXIT_ERROR)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"ddb-backup: error: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,1 @@
+"""Operations: backfill, scheduled runs, retention and the restore drill."""

@@ -1,0 +1,1 @@
+"""`ddb-backup query`: a read-only DuckDB session over a backup, and result formats."""

@@ -1,0 +1,92 @@
+"""`ddb-backup query`: SQL over a table's backup with DuckDB."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+import duckdb
+
+from backup_lambda.errors import BackupError, UserInputError
+from jobs.cli.args import parse_time
+from jobs.cli.clients import make_client, settings_from
+from jobs.query.arrowfs import s3_filesystem
+from jobs.query.results import write_result
+from jobs.query.sql import SqlSession
+
+FETCH_ROWS = 10_000
+
+
+class QueryError(BackupError):
+    """DuckDB rejected the SQL or failed running it."""
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "query",
+        parents=[common],
+        help="run SQL over a snapshot (view `items`) with DuckDB",
+        description="Runs one read-only SQL statement. The view `items` has one row per live "
+        "item: key and top-level attributes as typed columns, the lossless item as JSON in "
+        "`__item`, and __event_time, __sequence_number, __version_id. The view `snapshots` "
+        "lists the committed snapshots. Without --as-of the newest snapshot is queried.",
+    )
+    parser.add_argument("sql", metavar="SQL", help='the query, e.g. "SELECT count(*) FROM items"')
+    parser.add_argument("--as-of", help="query exactly the state at TIME (snapshot + changes)")
+    parser.add_argument(
+        "--format", choices=["table", "csv", "jsonl"], default="table", help="output format"
+    )
+    parser.add_argument("--output", metavar="FILE", help="write the result here, not stdout")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    as_of = parse_time(args.as_of) if args.as_of else None
+    settings = settings_from(args)
+    session = SqlSession(
+        make_client("s3", settings), s3_filesystem(settings), args.bucket, args.prefix, args.table
+    )
+    with session:
+        if as_of is None:
+            session.open_latest()
+        else:
+            session.open_as_of(as_of)
+        try:
+            cursor = session.con.execute(args.sql)
+        except duckdb.Error as e:
+            raise QueryError(str(e).splitlines()[0]) from None
+        description = cursor.description or []
+        names = [d[0] for d in description]
+        json_columns = {i for i, d in enumerate(description) if str(d[1]) == "JSON"}
+        with _destination(args.output) as out:
+            count = write_result(out, args.format, names, _batches(cursor), json_columns)
+    if args.output:
+        print(f"{count} rows from {session.source} written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _batches(cursor: duckdb.DuckDBPyConnection) -> Iterator[list[tuple[Any, ...]]]:
+    while True:
+        try:
+            rows = cursor.fetchmany(FETCH_ROWS)
+        except duckdb.Error as e:
+            raise QueryError(str(e).splitlines()[0]) from None
+        if not rows:
+            return
+        yield rows
+
+
+@contextmanager
+def _destination(path: str | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+        return
+    try:
+        handle = open(path, "w", encoding="utf-8", newline="")  # noqa: SIM115
+    except OSError as e:
+        raise UserInputError(f"--output {path}: {e.strerror}") from None
+    with handle:
+        yield handle

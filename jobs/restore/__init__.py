@@ -1,0 +1,1 @@
+"""`ddb-backup restore`: planning, the target table, and writing with BatchWriteItem."""
