@@ -14,7 +14,7 @@ from compaction import catalog
 from compaction.columns import choose_columns, merge_stats
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
 from compaction.keyschema import resolve_key_schema
-from compaction.manifest import Column, Counts, Manifest, snapshot_id
+from compaction.manifest import Column, ColumnStats, Counts, Manifest, snapshot_id
 from compaction.state import DEFAULT_CLOCK_SKEW_US, plan_state
 from compaction.tasks import UnitResult, UnitTask, phase_one, phase_two
 
@@ -148,6 +148,10 @@ class Compactor:
             newest_event_time_us=max(newest) if newest else None,
             run_id=run_id,
             skipped=tuple(s for r in results for s in r.skipped),
+            column_stats=tuple(
+                ColumnStats(name, tuple(sorted(s.tags)), s.max_integer_digits, s.max_scale, s.count)
+                for name, s in sorted(stats.items())
+            ),
         )
         catalog.commit(self._s3, self._bucket, self._prefix, manifest)
         return CompactionResult(manifest, created=True, seconds=time.perf_counter() - started)

@@ -10,7 +10,11 @@ from backup_lambda.errors import CorruptVersionError
 from backup_lambda.layout import LAYOUT_VERSION, format_time_us
 
 MANIFEST_FORMAT = "ddb-backup-snapshot"
-MANIFEST_VERSION = 1
+# 2: files pin their S3 version id (and MD5); kind/parent/depth (delta chains); column
+# statistics; the clocks the run used; how changes after the base were found. Version 1
+# manifests are still read (their new fields take the defaults below).
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = frozenset({1, 2})
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,11 @@ class DataFile:
     unit: str  # the hash prefix the file covers ("" = all)
     rows: int
     bytes: int
-    sha256: str
+    sha256: str  # hex SHA-256 of the file's bytes
+    # The S3 version the manifest pins: readers GET exactly this version. None: written by
+    # a version-1 manifest or to an unversioned bucket (readers then check size and sha256).
+    version_id: str | None = None
+    md5: str | None = None  # base64 MD5 of the file (DynamoDB export manifests carry it)
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,28 @@ class SkippedVersion:
     key: str
     version_id: str
     reason: str
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """What one attribute's values look like across the rows a snapshot holds (mergeable,
+    so a delta can type its columns like its chain)."""
+
+    name: str
+    tags: tuple[str, ...]  # DynamoDB type tags seen, NULL aside
+    max_integer_digits: int = 0
+    max_scale: int = 0
+    count: int = 0
+
+
+@dataclass(frozen=True)
+class ClockReading:
+    """The clocks a run read: S3's (the response Date of a request to the bucket, 1 s
+    resolution) and the host's, at the same moment; `source` says which one the run used."""
+
+    s3_us: int | None
+    host_us: int
+    source: str = "s3"  # "s3" | "host" (S3 sent no usable Date)
 
 
 @dataclass(frozen=True)
@@ -71,6 +101,14 @@ class Manifest:
     run_id: str
     skipped: tuple[SkippedVersion, ...] = field(default_factory=tuple)
     layout_version: int = LAYOUT_VERSION
+    kind: str = "full"  # "full": every live item; "delta": only what changed since `parent`
+    parent: str | None = None  # a delta's parent snapshot (its chain runs back to a full)
+    depth: int = 0  # 0 for a full; a delta's parent's depth + 1
+    column_stats: tuple[ColumnStats, ...] = field(default_factory=tuple)
+    clock: ClockReading | None = None
+    change_source: str = "listing"  # how changes after the base were found: listing | journal
+    origin: str = "compaction"  # what built it: compaction | import-export
+    manifest_version: int = MANIFEST_VERSION  # the version this manifest was read as
 
     @property
     def item_count(self) -> int:
@@ -84,10 +122,12 @@ class Manifest:
         return [f for f in self.files if f.format == fmt]
 
     def to_json(self) -> bytes:
+        fields = asdict(self)
+        fields.pop("manifest_version")
         document: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "version": MANIFEST_VERSION,
-            **asdict(self),
+            **fields,
             "as_of": format_time_us(self.as_of_us),
             "built_at": format_time_us(self.built_at_us),
             "listing_watermark": format_time_us(self.listing_watermark_us),
@@ -98,10 +138,14 @@ class Manifest:
     def from_json(cls, body: bytes, where: str) -> Manifest:
         try:
             doc = json.loads(body)
-            if doc.get("format") != MANIFEST_FORMAT or doc.get("version") != MANIFEST_VERSION:
+            if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+                raise CorruptVersionError(f"{where}: not a ddb-backup manifest")
+            if doc.get("version") not in READABLE_VERSIONS:
                 raise CorruptVersionError(
-                    f"{where}: not a version-{MANIFEST_VERSION} ddb-backup manifest"
+                    f"{where}: manifest version {doc.get('version')!r} is newer than this "
+                    f"ddb-backup reads ({max(READABLE_VERSIONS)}); upgrade ddb-backup"
                 )
+            clock = doc.get("clock")
             return cls(
                 id=doc["id"],
                 table=doc["table"],
@@ -119,6 +163,17 @@ class Manifest:
                 run_id=doc["run_id"],
                 skipped=tuple(SkippedVersion(**s) for s in doc.get("skipped", [])),
                 layout_version=int(doc.get("layout_version", LAYOUT_VERSION)),
+                kind=doc.get("kind", "full"),
+                parent=doc.get("parent"),
+                depth=int(doc.get("depth", 0)),
+                column_stats=tuple(
+                    ColumnStats(**{**s, "tags": tuple(s["tags"])})
+                    for s in doc.get("column_stats", [])
+                ),
+                clock=ClockReading(**clock) if clock else None,
+                change_source=doc.get("change_source", "listing"),
+                origin=doc.get("origin", "compaction"),
+                manifest_version=int(doc["version"]),
             )
         except CorruptVersionError:
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import decimal
 import gzip
 import hashlib
@@ -129,26 +130,49 @@ def write_export(path: Path, spill: pa.Table) -> int:
     return count
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digests(path: Path) -> tuple[str, str]:
+    """(hex SHA-256, base64 MD5) of a file, in one pass."""
+    sha = hashlib.sha256()
+    md5 = hashlib.md5()  # noqa: S324 - a transfer checksum (S3's Content-MD5), not security
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), base64.b64encode(md5.digest()).decode("ascii")
+
+
+def sha256_file(path: Path) -> str:
+    return file_digests(path)[0]
+
+
+# One PutObject up to this size (S3 checks Content-MD5 on arrival); larger files go up in
+# parallel parts, and their version id is read back (the run's folder is its own).
+SINGLE_PUT_BYTES = 256 * 1024 * 1024
 
 
 def upload(s3: Any, bucket: str, path: Path, key: str, fmt: str, unit: str, rows: int) -> DataFile:
+    """Put a snapshot file; the DataFile pins the S3 version written, its size and digests."""
+    sha256, md5 = file_digests(path)
+    size = path.stat().st_size
     try:
-        s3.upload_file(str(path), bucket, key)
+        if size <= SINGLE_PUT_BYTES:
+            with path.open("rb") as body:
+                response = s3.put_object(Bucket=bucket, Key=key, Body=body, ContentMD5=md5)
+        else:
+            s3.upload_file(str(path), bucket, key)
+            response = s3.head_object(Bucket=bucket, Key=key)
     except (ClientError, BotoCoreError) as e:
         raise translate(e, bucket, key) from e
+    version = response.get("VersionId")
     return DataFile(
         key=key,
         format=fmt,
         unit=unit,
         rows=rows,
-        bytes=path.stat().st_size,
-        sha256=sha256_file(path),
+        bytes=size,
+        sha256=sha256,
+        version_id=version if version and version != "null" else None,
+        md5=md5,
     )
 
 

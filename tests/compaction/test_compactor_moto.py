@@ -388,8 +388,16 @@ def test_manifest_files_schema_and_counts(
     body = s3_client.get_object(Bucket=BUCKET, Key=name)["Body"].read()
     document = json.loads(body)
     assert document["format"] == "ddb-backup-snapshot"
-    assert document["version"] == 1
+    assert document["version"] == 2
     assert document["as_of"] == iso(sim_clock, 10)
+    # Every file is pinned to the S3 version the run wrote, with its MD5.
+    for data_file in manifest.files:
+        head = s3_client.head_object(Bucket=BUCKET, Key=data_file.key)
+        assert data_file.version_id == head["VersionId"]
+        assert data_file.md5 and data_file.bytes == head["ContentLength"]
+    stats = {s.name: s for s in manifest.column_stats}
+    assert set(stats) == set(columns)
+    assert stats["pk"].tags == ("S",) and stats["pk"].count == 3
     assert Manifest.from_json(body, name) == manifest
     assert catalog.committed_snapshots(s3_client, BUCKET, "", TABLE) == [manifest]
 
