@@ -394,10 +394,12 @@ def test_manifest_files_schema_and_counts(
     for data_file in manifest.files:
         head = s3_client.head_object(Bucket=BUCKET, Key=data_file.key)
         assert data_file.version_id == head["VersionId"]
-        assert data_file.md5 and data_file.bytes == head["ContentLength"]
+        assert data_file.md5
+        assert data_file.bytes == head["ContentLength"]
     stats = {s.name: s for s in manifest.column_stats}
     assert set(stats) == set(columns)
-    assert stats["pk"].tags == ("S",) and stats["pk"].count == 3
+    assert stats["pk"].tags == ("S",)
+    assert stats["pk"].count == 3
     assert Manifest.from_json(body, name) == manifest
     assert catalog.committed_snapshots(s3_client, BUCKET, "", TABLE) == [manifest]
 
