@@ -37,3 +37,15 @@ class CorruptVersionError(BackupError):
 
 class ConflictError(BackupError):
     """Another run committed first (a conditional write failed)."""
+
+
+class RefusedError(UserInputError):
+    """A guard refused to act without the user saying so (the message names the flag)."""
+
+
+class IntegrityError(BackupError):
+    """Stored data does not match what was recorded about it (verification failed)."""
+
+
+class CorruptSnapshotError(IntegrityError):
+    """A snapshot file is missing, replaced, truncated or unreadable against its manifest."""

@@ -8,7 +8,13 @@ from collections.abc import Callable, Sequence
 
 from botocore.exceptions import BotoCoreError, NoCredentialsError
 
-from backup_lambda.errors import BackupError, ConflictError, NotFoundError, UserInputError
+from backup_lambda.errors import (
+    BackupError,
+    ConflictError,
+    IntegrityError,
+    NotFoundError,
+    UserInputError,
+)
 from jobs.ops.drill import DrillFailedError
 
 EXIT_OK = 0
@@ -16,7 +22,8 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
-EXIT_DRILL_FAILED = 5
+EXIT_DRILL_FAILED = 5  # also: a health check (status) missed a threshold
+EXIT_INTEGRITY = 6  # stored data does not match what was recorded about it
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -49,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Incremental, point-in-time DynamoDB backups on S3.",
         epilog="Times are ISO-8601 with an offset or Z (2026-11-28T14:00:00Z), or epoch "
         "seconds. Exit status: 0 ok, 1 error, 2 bad usage or input, 3 not found, "
-        "4 another run committed first, 5 a drill missed a threshold.",
+        "4 another run committed first, 5 a drill missed a threshold, 6 stored data failed "
+        "verification.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     compact.register(commands, _common())
@@ -79,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e), EXIT_CONFLICT)
     except DrillFailedError as e:
         return _fail(f"drill failed: {e}", EXIT_DRILL_FAILED)
+    except IntegrityError as e:
+        return _fail(str(e), EXIT_INTEGRITY)
     except BackupError as e:
         return _fail(str(e), EXIT_ERROR)
     except NoCredentialsError:
