@@ -17,7 +17,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pyarrow import ipc
 
 from backup_lambda.ddbjson import Item
+from backup_lambda.errors import CorruptSnapshotError
 from backup_lambda.layout import Change
+from compaction import verified
 from compaction.columns import SYSTEM_COLUMNS, typed_value
 from compaction.fold import Row
 from compaction.manifest import Column, DataFile, Manifest
@@ -220,31 +222,33 @@ def base_files_for(manifest: Manifest, unit: str, fmt: str = "parquet") -> list[
     return [f for f in manifest.files_of(fmt) if f.unit.startswith(unit) or unit.startswith(f.unit)]
 
 
-def _get(s3: Any, bucket: str, key: str) -> bytes:
+def _read_verified(s3: Any, bucket: str, data_file: DataFile, columns: list[str]) -> pa.Table:
+    """The file at its pinned version, checked against the manifest, as a table."""
+    body = verified.fetch(s3, bucket, data_file)
     try:
-        body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except (ClientError, BotoCoreError) as e:
-        raise translate(e, bucket, key) from e
-    return body
+        return pq.read_table(pa.BufferReader(body), columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise CorruptSnapshotError(
+            f"{verified.where(bucket, data_file)}: unreadable Parquet ({e})".splitlines()[0]
+        ) from e
 
 
 def read_base_rows(
     s3: Any, bucket: str, manifest: Manifest, unit: str, *, tombstones: bool = False
 ) -> dict[str, Row]:
     """The snapshot's live rows whose key hash starts with `unit`; with `tombstones`, also
-    its tombstones (rows whose change is a removal), as a base for folding needs."""
+    its tombstones (rows whose change is a removal), as a base for folding needs. Every
+    file is read at its pinned version and verified (compaction.verified)."""
     key_names = [k.name for k in manifest.key_schema]
     rows: dict[str, Row] = {}
     for data_file in base_files_for(manifest, unit):
-        body = _get(s3, bucket, data_file.key)
-        table = pq.read_table(pa.BufferReader(body), columns=BASE_COLUMNS)
+        table = _read_verified(s3, bucket, data_file, BASE_COLUMNS)
         for record in _records(table):
             if record["__key_hash"].startswith(unit):
                 row = _row(record, manifest.table, key_names)
                 rows[row.key_hash] = row
     for data_file in base_files_for(manifest, unit, "tombstones") if tombstones else []:
-        body = _get(s3, bucket, data_file.key)
-        table = pq.read_table(pa.BufferReader(body), columns=TOMBSTONE_COLUMNS)
+        table = _read_verified(s3, bucket, data_file, TOMBSTONE_COLUMNS)
         for record in _records(table):
             if record["__key_hash"].startswith(unit):
                 row = _tombstone(record, manifest.table)
