@@ -16,6 +16,7 @@ class Config:
     bucket: str
     prefix: str = ""
     max_workers: int = DEFAULT_MAX_WORKERS
+    journal_only: bool = False  # BACKUP_JOURNAL_ONLY: the journal alone, no item objects
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
@@ -33,4 +34,20 @@ class Config:
             workers = 0
         if not 1 <= workers <= 256:
             raise ConfigError(f"BACKUP_MAX_WORKERS must be 1..256, got {raw_workers!r}")
-        return cls(bucket=bucket, prefix=prefix, max_workers=workers)
+        raw_mode = env.get("BACKUP_JOURNAL_ONLY", "").strip().lower()
+        if raw_mode not in _BOOLEANS:
+            raise ConfigError(f"BACKUP_JOURNAL_ONLY must be true or false, got {raw_mode!r}")
+        return cls(
+            bucket=bucket, prefix=prefix, max_workers=workers, journal_only=_BOOLEANS[raw_mode]
+        )
+
+
+_BOOLEANS = {
+    "": False,
+    "false": False,
+    "0": False,
+    "no": False,
+    "true": True,
+    "1": True,
+    "yes": True,
+}

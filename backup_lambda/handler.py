@@ -1,4 +1,5 @@
-"""Lambda entry point: DynamoDB Streams -> versioned S3 objects (see docs/FORMAT.md)."""
+"""Lambda entry point: DynamoDB Streams -> the change journal and versioned S3 objects
+(see docs/FORMAT.md)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,15 @@ def _build_writer() -> ChangeWriter:
             max_pool_connections=config.max_workers,
         ),
     )
-    return ChangeWriter(s3, config.bucket, config.prefix, max_workers=config.max_workers)
+    return ChangeWriter(
+        s3,
+        config.bucket,
+        config.prefix,
+        max_workers=config.max_workers,
+        journal_only=config.journal_only,
+        claim_coverage=True,  # the stream Lambda writes every change of its table
+        writer="lambda",
+    )
 
 
 @metrics.log_metrics

@@ -68,6 +68,9 @@ def process_event(
 
     metrics.add_metric(name="RecordsWritten", unit=MetricUnit.Count, value=len(result.written))
     metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=len(failures))
+    metrics.add_metric(
+        name="JournalObjectsWritten", unit=MetricUnit.Count, value=result.journal_objects
+    )
     if result.written:
         newest_us = max(c.event_time_us for c in result.written)
         lag = max(0.0, clock() - newest_us / 1_000_000)

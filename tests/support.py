@@ -92,11 +92,14 @@ def create_stream_table(
 
 
 def stored_bodies(s3: Any, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
-    """Every stored version's change document under `prefix`, parsed as JSON."""
+    """Every stored item version's change document under `prefix`, parsed as JSON (the
+    journal objects beside them aside)."""
     bodies = []
     paginator = s3.get_paginator("list_object_versions")
     for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
         for version in page.get("Versions", []):
+            if "/v1/items/" not in version["Key"]:
+                continue
             body = s3.get_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
             bodies.append(json.loads(body["Body"].read()))
     return bodies

@@ -8,21 +8,43 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from backup_lambda.journal import JOURNAL_SUFFIX, decode_journal
+
 
 @dataclass
 class FakeS3:
-    """Records put_object calls; `fail` may raise for a call to simulate S3 refusing it."""
+    """Records put_object calls: item objects in `puts`, journal objects and journal
+    markers in `journal_puts`; `fail` (items) and `fail_journal` may raise for a call to
+    simulate S3 refusing it."""
 
     fail: Callable[[dict[str, Any]], None] | None = None
+    fail_journal: Callable[[dict[str, Any]], None] | None = None
     puts: list[dict[str, Any]] = field(default_factory=list)
+    journal_puts: list[dict[str, Any]] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # every key put, in order
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def put_object(self, **kwargs: Any) -> dict[str, Any]:
-        if self.fail is not None:
-            self.fail(kwargs)
+        item = "/v1/items/" in kwargs["Key"]
+        hook = self.fail if item else self.fail_journal
+        if hook is not None:
+            hook(kwargs)
         with self._lock:
-            self.puts.append(kwargs)
-        return {"VersionId": str(len(self.puts))}
+            (self.puts if item else self.journal_puts).append(kwargs)
+            self.order.append(kwargs["Key"])
+            return {"VersionId": str(len(self.order))}
+
+    def journal_objects(self) -> list[dict[str, Any]]:
+        """The journal object puts (markers aside)."""
+        return [p for p in self.journal_puts if p["Key"].endswith(JOURNAL_SUFFIX)]
+
+    def journaled_sequences(self) -> list[str]:
+        """Sequence numbers in the journal objects, in put order (replays repeat)."""
+        return [
+            change.sequence_number
+            for put in self.journal_objects()
+            for change in decode_journal(put["Body"], put["Key"])
+        ]
 
     def sequences_by_key(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

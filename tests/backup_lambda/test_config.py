@@ -48,3 +48,17 @@ def test_config_is_frozen() -> None:
     config = Config.from_env({"BACKUP_BUCKET": "b"})
     with pytest.raises(AttributeError):
         config.bucket = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("raw", "journal_only"),
+    [("", False), ("false", False), ("FALSE", False), ("0", False), ("true", True), ("True", True)],
+)
+def test_journal_only_mode(raw: str, journal_only: bool) -> None:
+    env = {"BACKUP_BUCKET": "b", "BACKUP_JOURNAL_ONLY": raw}
+    assert Config.from_env(env).journal_only is journal_only
+
+
+def test_bad_journal_only_setting_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="BACKUP_JOURNAL_ONLY"):
+        Config.from_env({"BACKUP_BUCKET": "b", "BACKUP_JOURNAL_ONLY": "maybe"})

@@ -100,8 +100,11 @@ def test_backup_prefix_puts_everything_under_that_folder(
     assert deliver(records_of("stream_event_orders")) == {"batchItemFailures": []}
     # THEN every object lies under <prefix>/<table>/ and is found there (and only there)
     keys = [obj["Key"] for obj in s3.list_objects_v2(Bucket=bucket)["Contents"]]
-    assert len(keys) == 3
-    assert all(k.startswith("backups/prod/orders/v1/items/") for k in keys)
+    assert all(k.startswith("backups/prod/orders/v1/") for k in keys)
+    items = [k for k in keys if k.startswith("backups/prod/orders/v1/items/")]
+    assert len(items) == 3
+    journal = [k for k in keys if k.startswith("backups/prod/orders/v1/journal/")]
+    assert len(journal) == 1  # the batch's journal object (and a coverage marker)
     assert len(history(BOB, prefix="backups/prod")) == 1
     with pytest.raises(NotFoundError):
         history(BOB, prefix="")

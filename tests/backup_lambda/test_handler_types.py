@@ -151,7 +151,7 @@ def test_keys_with_any_characters_get_their_own_objects(
         assert entry.change.keys == {"pk": {"S": pk}, "sk": {"S": sk}}
         assert entry.change.new_image is not None
         assert entry.change.new_image["v"] == {"S": pk}
-    listed = s3.list_objects_v2(Bucket=bucket, Prefix="odd-keys.v2/")["Contents"]
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="odd-keys.v2/v1/items/")["Contents"]
     assert len(listed) == len(keys)
     assert all(len(obj["Key"].encode()) <= 1024 for obj in listed)
 
@@ -188,6 +188,7 @@ def test_binary_keys_round_trip(
         object_key("", "binary_keys", {"pk": {"B": base64.b64encode(v).decode()}}) for v in values
     }
     listed = {
-        obj["Key"] for obj in s3.list_objects_v2(Bucket=bucket, Prefix="binary_keys/")["Contents"]
+        obj["Key"]
+        for obj in s3.list_objects_v2(Bucket=bucket, Prefix="binary_keys/v1/items/")["Contents"]
     }
     assert listed == expected

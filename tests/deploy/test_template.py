@@ -250,10 +250,39 @@ def check_backup_function_s3_writes_only(template: Template) -> list[str]:
                 "s3:putobject"
             }:
                 problems.append(f"the backup function may only s3:PutObject, got {actions}")
-            if "/v1/items/*" not in resource_text(statement.get("Resource")):
-                problems.append(
-                    "the backup function may only write under <prefix>/<table>/v1/items/"
-                )
+            for resource in as_list(statement.get("Resource")):
+                if not any(f"/v1/{folder}/*" in resource_text(resource) for folder in WRITABLE):
+                    problems.append(
+                        "the backup function may only write under <prefix>/<table>/v1/ "
+                        f"{', '.join(WRITABLE)}, got {resource_text(resource)}"
+                    )
+    return problems
+
+
+# What the backup function writes: item versions, the change journal and its two markers.
+WRITABLE = ("items", "journal", "journal-coverage", "journal-only")
+
+
+def check_journal_settings(template: Template) -> list[str]:
+    env = props(template, "BackupFunction").get("Environment", {}).get("Variables", {})
+    problems = []
+    if env.get("BACKUP_JOURNAL_ONLY") != {"Ref": "JournalOnly"}:
+        problems.append("BACKUP_JOURNAL_ONLY must come from the JournalOnly parameter")
+    if template["Parameters"].get("JournalOnly", {}).get("Default") != "false":
+        problems.append("per-item objects (JournalOnly false) must stay the default")
+    rules = [
+        r
+        for entry in the_bucket(template).get("LifecycleConfiguration", {}).get("Rules", [])
+        for r in branches(entry)
+        if "/v1/journal/" in resource_text(r.get("Prefix"))
+    ]
+    if [r.get("ExpirationInDays") for r in rules] != [{"Ref": "JournalRetentionDays"}]:
+        problems.append("one lifecycle rule expires the journal after JournalRetentionDays")
+    if template["Parameters"].get("JournalRetentionDays", {}).get("Default") != 0:
+        problems.append("the journal must not expire by default (expire removes it safely)")
+    compaction = props(template, "CompactionFunction").get("Environment", {}).get("Variables", {})
+    if compaction.get("VERIFY_JOURNAL_EVERY") != {"Ref": "VerifyJournalEvery"}:
+        problems.append("VERIFY_JOURNAL_EVERY must come from the VerifyJournalEvery parameter")
     return problems
 
 
@@ -315,6 +344,7 @@ CHECKS: dict[str, Check] = {
     "backup_function": check_backup_function,
     "backup_function_s3_writes_only": check_backup_function_s3_writes_only,
     "scratch_tables_only": check_scratch_tables_only,
+    "journal_settings": check_journal_settings,
     "iterator_age_alarm": check_iterator_age_alarm,
     "scheduled_tools": check_scheduled_tools,
 }
@@ -362,6 +392,9 @@ MUTATIONS: dict[str, Callable[[Template], None]] = {
     ),
     "scratch_tables_only": lambda t: _set_sid(
         _drill_statements(t), "ScratchTablesOnly", "Resource", "*"
+    ),
+    "journal_settings": lambda t: props(t, "BackupFunction")["Environment"]["Variables"].pop(
+        "BACKUP_JOURNAL_ONLY"
     ),
     "iterator_age_alarm": lambda t: t["Resources"].pop("IteratorAgeAlarm"),
     "scheduled_tools": lambda t: props(t, "DrillFunction").pop("Events"),
@@ -430,3 +463,21 @@ def test_kms_is_optional_and_scoped(template: Template) -> None:
     assert set(statement["Action"]) <= {"kms:GenerateDataKey", "kms:Encrypt"}
     assert statement["Resource"] == {"Ref": "KmsKeyArn"}
     assert kms[0]["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+
+
+def test_backup_function_writes_nowhere_but_its_folders(template: Template) -> None:
+    broken = copy.deepcopy(template)
+    _set_sid(
+        _backup_statements(broken),
+        "WriteItemVersions",
+        "Resource",
+        {"Fn::Sub": "${BackupBucket.Arn}/*"},
+    )
+    assert any("may only write under" in p for p in check_backup_function_s3_writes_only(broken))
+
+
+def test_journal_retention_is_a_parameter_checked_by_cfn_lint(template: Template) -> None:
+    parameters = template["Parameters"]
+    assert parameters["JournalRetentionDays"]["MinValue"] == 0
+    assert parameters["JournalOnly"]["AllowedValues"] == ["false", "true"]
+    assert parameters["VerifyJournalEvery"]["Default"] == 24
