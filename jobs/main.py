@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from botocore.exceptions import BotoCoreError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, NoCredentialsError, ProfileNotFound
 
 from backup_lambda.errors import (
     BackupError,
@@ -15,6 +15,9 @@ from backup_lambda.errors import (
     NotFoundError,
     UserInputError,
 )
+from jobs.cli import config
+from jobs.cli.options import CliParser, common_options
+from jobs.cli.version import package_version
 from jobs.ops.drill import DrillFailedError
 
 EXIT_OK = 0
@@ -27,38 +30,31 @@ EXIT_INTEGRITY = 6  # stored data does not match what was recorded about it
 
 Command = Callable[[argparse.Namespace], int]
 
+# Optional dependencies: the import name -> the extra that installs it.
+OPTIONAL_MODULES = {"distributed": "dask", "dask": "dask", "moto": "demo", "flask": "demo"}
 
-def _common(require_table: bool = True) -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--bucket", required=True, help="the backup bucket")
-    parent.add_argument(
-        "--table", required=require_table, help="source table name as recorded in the backup"
-    )
-    parent.add_argument("--prefix", default="", help="folder in the bucket (default: root)")
-    parent.add_argument(
-        "--endpoint-url", default=None, help="AWS endpoint override (else the boto3 settings)"
-    )
-    parent.add_argument(
-        "--json", action="store_true", help="print one JSON object as the last line"
-    )
-    return parent
+
+def _common(require_table: bool = True, table_help: str = "") -> argparse.ArgumentParser:
+    return common_options(require_table=require_table, table_help=table_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from jobs.backup import compact, history, snapshots
     from jobs.demo import command as demo
-    from jobs.ops import backfill, drill, expire, scheduled
+    from jobs.ops import backfill, drill, effective_config, expire, scheduled
     from jobs.query import command as query
     from jobs.restore import command as restore
 
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="ddb-backup",
         description="Incremental, point-in-time DynamoDB backups on S3.",
         epilog="Times are ISO-8601 with an offset or Z (2026-11-28T14:00:00Z), or epoch "
-        "seconds. Exit status: 0 ok, 1 error, 2 bad usage or input, 3 not found, "
-        "4 another run committed first, 5 a drill missed a threshold, 6 stored data failed "
-        "verification.",
+        "seconds. --bucket and --prefix default from BACKUP_BUCKET/BACKUP_PREFIX or "
+        "ddb-backup.toml (see `ddb-backup config`). Exit status: 0 ok, 1 error, 2 bad usage "
+        "or input, 3 not found, 4 another run committed first, 5 a drill or health check "
+        "missed a threshold, 6 stored data failed verification.",
     )
+    parser.add_argument("--version", action="version", version=f"ddb-backup {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     compact.register(commands, _common())
     snapshots.register(commands, _common())
@@ -67,8 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.register(commands, _common())
     expire.register(commands, _common())
     drill.register(commands, _common())
-    scheduled.register(commands, _common(require_table=False))
+    scheduled.register(
+        commands, _common(require_table=False, table_help="default: --tables or BACKUP_TABLES")
+    )
     history.register(commands, _common())
+    effective_config.register(commands)
     demo.register(commands, cli=main)
     return parser
 
@@ -78,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run: Command = args.run
     try:
+        args.setting_sources = config.apply(args, config.Config.load())
         return run(args)
     except UserInputError as e:
         return _fail(str(e), EXIT_USAGE)
@@ -92,9 +92,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BackupError as e:
         return _fail(str(e), EXIT_ERROR)
     except NoCredentialsError:
-        return _fail("no AWS credentials found (set AWS_PROFILE or AWS_ACCESS_KEY_ID)", EXIT_ERROR)
+        return _fail(
+            "no AWS credentials found (pass --profile, set AWS_PROFILE or AWS_ACCESS_KEY_ID)",
+            EXIT_ERROR,
+        )
+    except ProfileNotFound as e:
+        return _fail(f"{e} (--profile, AWS_PROFILE or profile in ddb-backup.toml)", EXIT_USAGE)
     except BotoCoreError as e:
         return _fail(f"AWS request failed: {e}", EXIT_ERROR)
+    except ModuleNotFoundError as e:
+        root = (e.name or "").split(".")[0]
+        extra = OPTIONAL_MODULES.get(root)
+        if extra is None:
+            raise
+        return _fail(
+            f"this needs the optional package {root!r}: pip install 'ddb-backup[{extra}]'",
+            EXIT_ERROR,
+        )
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
 

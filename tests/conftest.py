@@ -39,9 +39,19 @@ def aws_env(
             "AWS_DEFAULT_PROFILE",
             "AWS_SESSION_TOKEN",
             "AWS_SECURITY_TOKEN",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "SETTLE_SECONDS",
+            "MAX_RPO_SECONDS",
+            "MAX_RESTORE_SECONDS",
+            "XDG_CONFIG_HOME",
         }:
             monkeypatch.delenv(name)
     empty = tmp_path_factory.getbasetemp() / "no-aws-config"
+    # No ddb-backup.toml of the developer's leaks in: the config file is an empty one.
+    no_config = tmp_path_factory.getbasetemp() / "no-ddb-backup-config.toml"
+    no_config.touch()
+    monkeypatch.setenv("DDB_BACKUP_CONFIG", str(no_config))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")

@@ -9,12 +9,14 @@ from typing import Any
 from backup_lambda.errors import UserInputError
 from backup_lambda.layout import format_time_us
 from compaction.compactor import CompactionConfig, Compactor
+from jobs.cli import config
 from jobs.cli.args import add_executor_arguments, executor_from, parse_time, positive_int
 from jobs.cli.clients import ClientFactory, make_client, settings_from
+from jobs.cli.options import add_setting
 from jobs.cli.output import emit_json
-from jobs.cli.progress import ProgressBar
+from jobs.cli.progress import progress_for
 
-DEFAULT_SETTLE_SECONDS = 300
+DEFAULT_SETTLE_SECONDS: int = config.SETTLE.default
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -30,10 +32,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--as-of", help=f"snapshot time (default: now minus --settle, {DEFAULT_SETTLE_SECONDS} s)"
     )
     parser.add_argument("--full", action="store_true", help="rebuild from all object versions")
-    parser.add_argument(
+    add_setting(
+        parser,
+        config.SETTLE,
         "--settle",
         type=positive_int,
-        default=DEFAULT_SETTLE_SECONDS,
         help="seconds the default as-of stays behind now, for in-flight stream records",
     )
     parser.add_argument("--workers", type=positive_int, default=4, help="shard units at once")
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if as_of > now_us:
         raise UserInputError(f"--as-of {format_time_us(as_of)} is in the future")
     settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers * 2)
-    progress = ProgressBar(enabled=None if not args.json else False)
+    progress = progress_for(args)
     executor = executor_from(args)
     compactor = Compactor(
         make_client("s3", settings),

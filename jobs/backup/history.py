@@ -25,7 +25,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         required=True,
         help='the item key: {"pk": "a", "sk": 5} or DynamoDB JSON {"pk": {"S": "a"}}',
     )
-    parser.add_argument("--as-of", help="only changes with event time at or before TIME")
+    parser.add_argument(
+        "--as-of", help="only changes with event time at or before TIME (default: every change)"
+    )
     parser.set_defaults(run=run)
 
 

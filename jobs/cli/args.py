@@ -12,6 +12,8 @@ from typing import Any
 from backup_lambda.ddbjson import ALL_TAGS, Item, canonical_key_value
 from backup_lambda.errors import InvalidValueError, UserInputError
 from compaction.executor import DaskUnitExecutor
+from jobs.cli import config
+from jobs.cli.options import add_setting
 
 _EPOCH = re.compile(r"^\d+(\.\d{1,6})?$")
 
@@ -78,11 +80,14 @@ def positive_int(text: str) -> int:
 
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     """--shard-digits, --executor, --scheduler, --dask-workers (compact and restore)."""
-    parser.add_argument(
+    add_setting(
+        parser,
+        config.SHARD_DIGITS,
         "--shard-digits",
         type=int,
         choices=[0, 1, 2, 3],
-        help="hex digits per unit: 0 -> 1 unit, 1 -> 16, 2 -> 256, 3 -> 4096 (default: by size)",
+        help="hex digits per unit: 0 -> 1 unit, 1 -> 16, 2 -> 256, 3 -> 4096",
+        none_means="by the table's size",
     )
     parser.add_argument(
         "--executor",
@@ -91,7 +96,11 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         help="where shard tasks run: local threads, or dask.distributed (a local cluster, "
         "or the one at --scheduler)",
     )
-    parser.add_argument("--scheduler", metavar="ADDRESS", help="a running dask scheduler")
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a running dask scheduler (default: none; implies --executor dask)",
+    )
     parser.add_argument(
         "--dask-workers", type=positive_int, default=2, help="processes of a local dask cluster"
     )

@@ -30,7 +30,7 @@ from compaction.versions import put_json
 from jobs.cli.args import positive_int
 from jobs.cli.clients import make_client, settings_from
 from jobs.cli.output import emit_json
-from jobs.cli.progress import ProgressBar
+from jobs.cli.progress import progress_for
 from jobs.restore.ddbitems import from_client_item
 
 BACKFILL_SEQUENCE = "0"
@@ -190,7 +190,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, max_pool_connections=args.writers + args.segments + 4)
-    progress = ProgressBar(enabled=False if args.json else None)
+    progress = progress_for(args)
     report = Backfiller(
         make_client("s3", settings),
         make_client("dynamodb", settings),

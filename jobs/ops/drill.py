@@ -13,8 +13,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backup_lambda.errors import BackupError
 from backup_lambda.layout import format_time_us, table_root
 from compaction.versions import put_json
+from jobs.cli import config
 from jobs.cli.args import positive_int
 from jobs.cli.clients import make_client, settings_from
+from jobs.cli.options import add_setting
 from jobs.cli.output import emit_json
 from jobs.restore.restorer import RestoreOptions, Restorer
 
@@ -137,8 +139,24 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "under <table>/v1/drills/, drops the scratch table, and exits 5 when a threshold "
         "is missed.",
     )
-    parser.add_argument("--max-rpo", type=positive_int, metavar="SECONDS")
-    parser.add_argument("--max-restore-seconds", type=positive_int, metavar="S")
+    add_setting(
+        parser,
+        config.MAX_RPO,
+        "--max-rpo",
+        type=positive_int,
+        metavar="SECONDS",
+        help="fail when now minus the newest backed-up event time is longer",
+        none_means="no limit",
+    )
+    add_setting(
+        parser,
+        config.MAX_RESTORE_SECONDS,
+        "--max-restore-seconds",
+        type=positive_int,
+        metavar="SECONDS",
+        help="fail when the restore takes longer",
+        none_means="no limit",
+    )
     parser.set_defaults(run=run)
 
 

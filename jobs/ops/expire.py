@@ -18,8 +18,10 @@ from compaction.retention import RetentionPolicy, lifecycle_rule, noncurrent_day
 from compaction.s3errors import translate
 from compaction.state import DEFAULT_CLOCK_SKEW_US
 from compaction.versions import VersionRef, iter_versions, put_json, table_has_backup
+from jobs.cli import config
 from jobs.cli.args import positive_int
 from jobs.cli.clients import make_client, settings_from
+from jobs.cli.options import add_setting
 from jobs.cli.output import emit_json
 
 TOMBSTONE = "expired.json"
@@ -209,9 +211,23 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "crashed or losing runs after the grace period, and prints the S3 lifecycle rule "
         "for noncurrent item versions that keeps every kept point in time reachable.",
     )
-    parser.add_argument("--keep-last", type=positive_int, required=True, metavar="K")
-    parser.add_argument(
-        "--keep-days", type=float, metavar="D", help="also keep snapshots this recent"
+    add_setting(
+        parser,
+        config.KEEP_LAST,
+        "--keep-last",
+        type=positive_int,
+        required=True,
+        metavar="K",
+        help="keep the newest K snapshots",
+    )
+    add_setting(
+        parser,
+        config.KEEP_DAYS,
+        "--keep-days",
+        type=float,
+        metavar="D",
+        help="also keep snapshots younger than D days",
+        none_means="only --keep-last",
     )
     parser.add_argument(
         "--grace-hours",

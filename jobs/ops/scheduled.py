@@ -19,7 +19,10 @@ from compaction.compactor import CompactionConfig, Compactor
 from compaction.state import plan_state
 from compaction.versions import iter_versions
 from jobs.backup.compact import DEFAULT_SETTLE_SECONDS
+from jobs.cli import config as cli_config
+from jobs.cli.args import positive_int
 from jobs.cli.clients import AwsSettings, make_client, settings_from
+from jobs.cli.options import add_setting
 from jobs.cli.output import emit_json
 from jobs.ops.drill import Drill
 
@@ -188,8 +191,20 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "for each table, compact as of now minus --settle unless nothing was written "
         "since its newest snapshot. --table may be omitted when --tables is given.",
     )
-    parser.add_argument("--tables", help="comma-separated source tables (default: --table)")
-    parser.add_argument("--settle", type=int, default=DEFAULT_SETTLE_SECONDS)
+    add_setting(
+        parser,
+        cli_config.TABLES,
+        "--tables",
+        help="comma-separated source tables",
+        none_means="--table",
+    )
+    add_setting(
+        parser,
+        cli_config.SETTLE,
+        "--settle",
+        type=positive_int,
+        help="seconds the as-of stays behind now, for in-flight stream records",
+    )
     parser.set_defaults(run=run)
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-import boto3
 import pyarrow.fs as pafs
 
-from jobs.cli.clients import DEFAULT_REGION, AwsSettings
+from jobs.cli.clients import DEFAULT_REGION, AwsSettings, session_for
 
 
 def s3_filesystem(settings: AwsSettings) -> pafs.S3FileSystem:
-    session = boto3.session.Session()
+    session = session_for(settings)
     credentials = session.get_credentials()
     options: dict[str, object] = {"region": session.region_name or DEFAULT_REGION}
     if credentials is not None:

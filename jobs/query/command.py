@@ -35,11 +35,17 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "lists the committed snapshots. Without --as-of the newest snapshot is queried.",
     )
     parser.add_argument("sql", metavar="SQL", help='the query, e.g. "SELECT count(*) FROM items"')
-    parser.add_argument("--as-of", help="query exactly the state at TIME (snapshot + changes)")
+    parser.add_argument(
+        "--as-of",
+        help="query exactly the state at TIME: snapshot + changes (default: the newest "
+        "snapshot as it is)",
+    )
     parser.add_argument(
         "--format", choices=["table", "csv", "jsonl"], default="table", help="output format"
     )
-    parser.add_argument("--output", metavar="FILE", help="write the result here, not stdout")
+    parser.add_argument(
+        "--output", metavar="FILE", help="write the result to FILE (default: stdout)"
+    )
     parser.set_defaults(run=run)
 
 

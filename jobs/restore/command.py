@@ -10,10 +10,12 @@ from typing import Any
 from backup_lambda.errors import UserInputError
 from backup_lambda.layout import format_time_us
 from compaction.state import plan_state
+from jobs.cli import config
 from jobs.cli.args import add_executor_arguments, executor_from, parse_time, positive_int
 from jobs.cli.clients import ClientFactory, make_client, settings_from
+from jobs.cli.options import add_setting
 from jobs.cli.output import emit_json
-from jobs.cli.progress import ProgressBar
+from jobs.cli.progress import progress_for
 from jobs.restore.keys import KeyFilter, partition_filter, read_key_file
 from jobs.restore.restorer import RestoreOptions, Restorer, backup_key_schema
 
@@ -27,17 +29,33 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "change) into --to. An empty target is bulk-loaded; a target with data gets only "
         "the puts and deletes that make it equal to that state.",
     )
-    parser.add_argument("--to", required=True, metavar="TARGET", help="the table to write")
+    add_setting(
+        parser,
+        config.RESTORE_TARGET,
+        "--to",
+        required=True,
+        metavar="TARGET",
+        help="the table to write; {table}, {as_of} and {date} are filled in",
+    )
     parser.add_argument("--as-of", help="point in time (default: now, the latest state)")
     parser.add_argument(
         "--create-table", action="store_true", help="create TARGET (on-demand) if missing"
     )
     parser.add_argument("--dry-run", action="store_true", help="count puts and deletes only")
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument("--keys", metavar="FILE", help="only these keys: one JSON key a line")
-    scope.add_argument("--key-prefix", metavar="VALUE", help="only this partition key value")
-    parser.add_argument(
-        "--max-wcu", type=positive_int, help="cap on write capacity units per second"
+    scope.add_argument(
+        "--keys", metavar="FILE", help="only these keys: one JSON key a line (default: every key)"
+    )
+    scope.add_argument(
+        "--key-prefix", metavar="VALUE", help="only this partition key value (default: every key)"
+    )
+    add_setting(
+        parser,
+        config.MAX_WCU,
+        "--max-wcu",
+        type=positive_int,
+        help="cap on write capacity units per second",
+        none_means="no cap",
     )
     parser.add_argument(
         "--verify", action="store_true", help="re-read TARGET and compare every item"
@@ -55,9 +73,22 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
+def expand_target(template: str, table: str, as_of_us: int, now_us: int) -> str:
+    """The target table name: {table}, {as_of} (20261128T140000Z) and {date} (20261128)."""
+    as_of = format_time_us(as_of_us - as_of_us % 1_000_000).replace("-", "").replace(":", "")
+    today = format_time_us(now_us)[:10].replace("-", "")
+    try:
+        return template.format(table=table, as_of=as_of, date=today)
+    except (KeyError, IndexError, ValueError) as e:
+        raise UserInputError(
+            f"--to {template!r}: only {{table}}, {{as_of}} and {{date}} are filled in ({e})"
+        ) from None
+
+
 def run(args: argparse.Namespace) -> int:
     now_us = int(time.time() * 1_000_000)
     as_of = parse_time(args.as_of) if args.as_of else now_us
+    args.to = expand_target(args.to, args.table, as_of, now_us)
     if as_of > now_us:
         raise UserInputError(f"--as-of {format_time_us(as_of)} is in the future")
     settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers + 8)
@@ -71,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             key_filter = KeyFilter(key_hashes=read_key_file(args.keys, schema))
         else:
             key_filter = KeyFilter(partition=partition_filter(schema, args.key_prefix))
-    progress = ProgressBar(enabled=False if args.json else None)
+    progress = progress_for(args)
     announce: Callable[[str], None] = (lambda text: None) if args.json else print
     executor = executor_from(args)
     restorer = Restorer(
