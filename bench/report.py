@@ -98,7 +98,11 @@ NOTES = """### What bounds each figure, and where the gap is
 - **Restore:** snapshot restore reads a few files and writes 25 items per BatchWriteItem;
   the version walk pays a GET and a request per item. Both are bounded by moto's
   DynamoDB on the same CPUs here, so the ratio is the portable figure.
-- **Query:** Parquet is scanned column by column with filters pushed down; JSON lines are
+- **Query:** `ddb-backup query` downloads the snapshot's Parquet files at the versions
+  its manifest pins, verified (size, SHA-256, rows), into a local cache named by SHA-256
+  (`open_cold_s`); a later session finds them there and only re-checks their checksums
+  (`open_warm_s`); the queries then run on local files (`parquet_query_path_s`).
+  Parquet is scanned column by column with filters pushed down; JSON lines are
   parsed whole. For small items the Parquet files are larger than the gzip JSON: the
   random key hash and version id columns do not compress (they are what lets a restore
   merge a snapshot with later changes without rehashing every key).

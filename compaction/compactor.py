@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from backup_lambda.errors import CorruptSnapshotError
 from compaction import catalog
 from compaction.columns import choose_columns, merge_stats
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
+from compaction.fallback import damaged_snapshot
 from compaction.keyschema import resolve_key_schema
 from compaction.manifest import Column, ColumnStats, Counts, Manifest, snapshot_id
 from compaction.state import DEFAULT_CLOCK_SKEW_US, plan_state
@@ -27,6 +29,8 @@ class CompactionConfig:
     shard_digits: int | None = None  # 0 -> 1 unit, 1 -> 16, 2 -> 256, 3 -> 4096; None: by size
     clock_skew_us: int = DEFAULT_CLOCK_SKEW_US  # between DynamoDB's, S3's and our clocks
     skip_corrupt: bool = False
+    rebuild: bool = False  # read no snapshot at all: fold every object version (a full build)
+    base_snapshot: str | None = None  # build on this snapshot, not the newest (--snapshot)
 
 
 @dataclass(frozen=True)
@@ -82,9 +86,10 @@ class Compactor:
             self._prefix,
             self._table,
             as_of_us,
-            full=self._config.full,
+            full=self._config.full or self._config.rebuild,
             shard_digits=self._config.shard_digits,
             skew_us=self._config.clock_skew_us,
+            base_id=self._config.base_snapshot,
         )
         base = plan.base
         run_id = uuid.uuid4().hex[:12]
@@ -102,9 +107,16 @@ class Compactor:
                 skip_corrupt=self._config.skip_corrupt,
                 local_dir=None if self._executor.distributed else tmp,
             )
-            results: list[UnitResult] = self._map(
-                functools.partial(phase_one, task), plan.units, "list+fold"
-            )
+            try:
+                results: list[UnitResult] = self._map(
+                    functools.partial(phase_one, task), plan.units, "list+fold"
+                )
+            except CorruptSnapshotError as e:
+                if base is None:
+                    raise
+                raise damaged_snapshot(
+                    self._s3, self._bucket, self._prefix, self._table, base, e, "compact"
+                ) from e
             stats = merge_stats(r.stats for r in results)
             key_schema, source = resolve_key_schema(
                 self._dynamodb,

@@ -15,8 +15,14 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from backup_lambda.errors import CorruptVersionError, NotFoundError
-from backup_lambda.layout import SHARD_HEX_DIGITS, decode_change, items_prefix, key_hash
+from backup_lambda.errors import CorruptVersionError, NotFoundError, UserInputError
+from backup_lambda.layout import (
+    SHARD_HEX_DIGITS,
+    decode_change,
+    format_time_us,
+    items_prefix,
+    key_hash,
+)
 from compaction import catalog
 from compaction.fold import LAST_MODIFIED_RESOLUTION_US, KeyPlan, Row, Version, candidates_for
 from compaction.manifest import Manifest, SkippedVersion
@@ -91,11 +97,17 @@ def plan_state(
     full: bool = False,
     shard_digits: int | None = None,
     skew_us: int = DEFAULT_CLOCK_SKEW_US,
+    base_id: str | None = None,
 ) -> StatePlan:
-    """Find the base (newest committed snapshot with as-of <= T) and size the units."""
+    """Find the base (newest committed snapshot with as-of <= T, or the snapshot `base_id`
+    names, e.g. an older one when the newest is damaged) and size the units."""
     if not has_objects(s3, bucket, items_prefix(prefix, table)):
         raise NotFoundError(f"no backup of table {table!r} in s3://{bucket}/{prefix}")
-    base = None if full else catalog.newest_at_or_before(s3, bucket, prefix, table, as_of_us)
+    base: Manifest | None
+    if base_id is not None and not full:
+        base = chosen_snapshot(s3, bucket, prefix, table, base_id, as_of_us)
+    else:
+        base = None if full else catalog.newest_at_or_before(s3, bucket, prefix, table, as_of_us)
     since_us = None
     if base is not None:
         since_us = (
@@ -107,6 +119,24 @@ def plan_state(
     return StatePlan(
         bucket, prefix, table, as_of_us, base, since_us, shard_digits, skew_us, estimate
     )
+
+
+def chosen_snapshot(
+    s3: Any, bucket: str, prefix: str, table: str, snapshot: str, as_of_us: int | None
+) -> Manifest:
+    """The committed snapshot `snapshot` (--snapshot ID), which must be as of T or earlier."""
+    manifest = catalog.load_manifest(s3, bucket, prefix, table, snapshot)
+    if manifest is None:
+        raise NotFoundError(
+            f"--snapshot {snapshot}: no committed snapshot with that id of table {table!r} "
+            "(`ddb-backup snapshots` lists them)"
+        )
+    if as_of_us is not None and manifest.as_of_us > as_of_us:
+        raise UserInputError(
+            f"--snapshot {snapshot} is as of {format_time_us(manifest.as_of_us)}, after the "
+            f"requested time {format_time_us(as_of_us)}: choose an earlier snapshot"
+        )
+    return manifest
 
 
 def _estimate_items(s3: Any, bucket: str, prefix: str, table: str) -> int:
@@ -234,15 +264,19 @@ class StateReader:
                 raise CorruptVersionError(f"s3://{bucket}/{where}: its keys do not hash to its key")
         except CorruptVersionError as e:
             if not self._skip_corrupt:
-                raise
+                raise CorruptVersionError(
+                    f"{e}; --skip-corrupt skips unreadable item versions (and records them)"
+                ) from e
             state.skipped.append(SkippedVersion(version.key, version.version_id, str(e)))
             return None
         return Row(plan.key_hash, change, version.version_id, version.last_modified_us)
 
 
-def read_state(s3: Any, plan: StatePlan, read_concurrency: int = 32) -> Iterator[UnitState]:
+def read_state(
+    s3: Any, plan: StatePlan, read_concurrency: int = 32, *, skip_corrupt: bool = False
+) -> Iterator[UnitState]:
     """The state as of the plan's time, unit after unit (memory: one unit at a time)."""
     with ThreadPoolExecutor(read_concurrency, thread_name_prefix="s3-get") as reads:
-        reader = StateReader(s3, plan, reads)
+        reader = StateReader(s3, plan, reads, skip_corrupt=skip_corrupt)
         for unit in plan.units:
             yield reader.unit(unit)

@@ -88,6 +88,29 @@ def verify(s3: Any, bucket: str, data_file: DataFile) -> None:
     fetch(s3, bucket, data_file)
 
 
+def check_present(s3: Any, bucket: str, data_file: DataFile) -> None:
+    """One HEAD: the pinned version exists and has the recorded size (cheap; no checksum)."""
+    request: dict[str, Any] = {"Bucket": bucket, "Key": data_file.key}
+    if data_file.version_id:
+        request["VersionId"] = data_file.version_id
+    try:
+        response = s3.head_object(**request)
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in _MISSING or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+            raise CorruptSnapshotError(_missing(s3, bucket, data_file, code or "404")) from e
+        raise translate(e, bucket, data_file.key) from e
+    except BotoCoreError as e:
+        raise translate(e, bucket, data_file.key) from e
+    size = int(response.get("ContentLength", -1))
+    if size != data_file.bytes:
+        state = "truncated" if size < data_file.bytes else "replaced"
+        raise CorruptSnapshotError(
+            f"{where(bucket, data_file)}: {state}: {size} bytes, the manifest pins "
+            f"{data_file.bytes}"
+        )
+
+
 def check_local(path: Path, data_file: DataFile, name: str) -> None:
     """A local copy (a cache entry) still holds exactly the pinned file."""
     try:

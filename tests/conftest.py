@@ -62,6 +62,8 @@ def aws_env(
     monkeypatch.setenv("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "ddb-backup-tests")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "ddb-backup")
+    # query's cache of verified snapshot files: never the user's own
+    monkeypatch.setenv("DDB_BACKUP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
     # boto3.client() (the handler's client too) uses the fake-credential session.
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", shared_session)
     # The handler builds its S3 client once per container; every test starts cold.

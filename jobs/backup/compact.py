@@ -31,7 +31,19 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--as-of", help=f"snapshot time (default: now minus --settle, {DEFAULT_SETTLE_SECONDS} s)"
     )
-    parser.add_argument("--full", action="store_true", help="rebuild from all object versions")
+    base = parser.add_mutually_exclusive_group()
+    base.add_argument("--full", action="store_true", help="rebuild from all object versions")
+    base.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="a full snapshot from the object versions alone, reading no earlier snapshot "
+        "(when the newest fails verification)",
+    )
+    base.add_argument(
+        "--snapshot",
+        metavar="ID",
+        help="build on this (older) snapshot instead of the newest one as of TIME",
+    )
     add_setting(
         parser,
         config.SETTLE,
@@ -74,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
             read_concurrency=args.read_concurrency,
             shard_digits=args.shard_digits,
             skip_corrupt=args.skip_corrupt,
+            rebuild=args.rebuild,
+            base_snapshot=args.snapshot,
         ),
         dynamodb=make_client("dynamodb", settings),
         progress=progress,

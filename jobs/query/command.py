@@ -6,18 +6,21 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TextIO
 
 import duckdb
 
 from backup_lambda.errors import BackupError, UserInputError
+from compaction.filecache import CACHE_ENV, FileCache, default_cache_dir
+from compaction.manifest import SkippedVersion
 from jobs.cli.args import parse_time
 from jobs.cli.clients import make_client, settings_from
-from jobs.query.arrowfs import s3_filesystem
 from jobs.query.results import write_result
 from jobs.query.sql import SqlSession
 
 FETCH_ROWS = 10_000
+SHOW_SKIPPED = 10
 
 
 class QueryError(BackupError):
@@ -46,6 +49,27 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", metavar="FILE", help="write the result to FILE (default: stdout)"
     )
+    parser.add_argument(
+        "--snapshot",
+        metavar="ID",
+        help="query this snapshot (with --as-of: start from it), e.g. an older one when "
+        "the newest fails verification",
+    )
+    parser.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="with --as-of: skip unreadable item versions (reported), never snapshot files",
+    )
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help=f"keep verified snapshot files here for later queries (default: ${CACHE_ENV}, "
+        "else ~/.cache/ddb-backup)",
+    )
+    cache.add_argument(
+        "--no-cache", action="store_true", help="download into a temporary folder, removed after"
+    )
     parser.set_defaults(run=run)
 
 
@@ -53,13 +77,18 @@ def run(args: argparse.Namespace) -> int:
     as_of = parse_time(args.as_of) if args.as_of else None
     settings = settings_from(args)
     session = SqlSession(
-        make_client("s3", settings), s3_filesystem(settings), args.bucket, args.prefix, args.table
+        make_client("s3", settings),
+        args.bucket,
+        args.prefix,
+        args.table,
+        cache=None if args.no_cache else FileCache(_cache_dir(args.cache_dir)),
     )
     with session:
         if as_of is None:
-            session.open_latest()
+            session.open_latest(args.snapshot)
         else:
-            session.open_as_of(as_of)
+            session.open_as_of(as_of, snapshot=args.snapshot, skip_corrupt=args.skip_corrupt)
+        _report_skipped(session.skipped)
         try:
             cursor = session.con.execute(args.sql)
         except duckdb.Error as e:
@@ -83,6 +112,21 @@ def _batches(cursor: duckdb.DuckDBPyConnection) -> Iterator[list[tuple[Any, ...]
         if not rows:
             return
         yield rows
+
+
+def _cache_dir(option: str | None) -> Path:
+    return Path(option).expanduser() if option else default_cache_dir()
+
+
+def _report_skipped(skipped: list[SkippedVersion]) -> None:
+    """Versions --skip-corrupt left out: counted and named on stderr, the result intact."""
+    if not skipped:
+        return
+    print(f"skipped {len(skipped)} unreadable item versions:", file=sys.stderr)
+    for entry in skipped[:SHOW_SKIPPED]:
+        print(f"  {entry.reason}", file=sys.stderr)
+    if len(skipped) > SHOW_SKIPPED:
+        print(f"  ... and {len(skipped) - SHOW_SKIPPED} more", file=sys.stderr)
 
 
 @contextmanager

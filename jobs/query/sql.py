@@ -13,14 +13,15 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.fs as pafs
 
-from backup_lambda.errors import NotFoundError
+from backup_lambda.errors import CorruptSnapshotError, NotFoundError
 from compaction import catalog
 from compaction.columns import Stats, choose_columns, collect
-from compaction.manifest import Column, Manifest
+from compaction.fallback import damaged_snapshot
+from compaction.filecache import FileCache
+from compaction.manifest import Column, Manifest, SkippedVersion
 from compaction.snapshot_io import empty_typed_table, read_spill, write_parquet, write_spill
-from compaction.state import plan_state, read_state
+from compaction.state import chosen_snapshot, plan_state, read_state
 
 _SYSTEM = [
     "__key_hash",
@@ -80,19 +81,35 @@ def snapshots_table(manifests: list[Manifest]) -> pa.Table:
 
 
 class SqlSession:
-    """Views over one table's backup, then external access is locked off for the query."""
+    """Views over one table's backup, then external access is locked off for the query.
+
+    Snapshot files are read at the versions their manifest pins and verified
+    (compaction.verified), into `cache` (a FileCache: by default a private folder removed
+    by close(); the CLI's lives in the user's cache folder, so repeated queries of one
+    snapshot download nothing)."""
 
     def __init__(
-        self, s3: Any, filesystem: pafs.S3FileSystem, bucket: str, prefix: str, table: str
+        self,
+        s3: Any,
+        bucket: str,
+        prefix: str,
+        table: str,
+        cache: FileCache | None = None,
+        download_concurrency: int = 8,
     ) -> None:
         self._s3 = s3
-        self._fs = filesystem
         self._bucket = bucket
         self._prefix = prefix
         self._table = table
         self.con = duckdb.connect(":memory:")
         self.source: str = ""
+        self.skipped: list[SkippedVersion] = []  # unreadable versions skipped (--skip-corrupt)
         self._cleanup = contextlib.ExitStack()
+        if cache is None:
+            cache = FileCache()
+            self._cleanup.callback(cache.close)
+        self._cache = cache
+        self._download_concurrency = download_concurrency
 
     def __enter__(self) -> SqlSession:
         return self
@@ -110,43 +127,73 @@ class SqlSession:
         self.con.close()
         self._cleanup.close()
 
-    def open_latest(self) -> None:
-        """`items` = the newest committed snapshot, scanned in place (filters pushed down)."""
+    def open_latest(self, snapshot: str | None = None) -> None:
+        """`items` = the newest committed snapshot (or the one `snapshot` names), its
+        Parquet files downloaded at their pinned versions and verified."""
         manifests = self._manifests()
-        if not manifests:
+        if snapshot is not None:
+            chosen = chosen_snapshot(
+                self._s3, self._bucket, self._prefix, self._table, snapshot, None
+            )
+        elif manifests:
+            chosen = manifests[-1]
+        else:
             raise NotFoundError(
                 f"no committed snapshot of table {self._table!r} (run `ddb-backup compact`, "
                 "or pass --as-of to query the object versions)"
             )
-        newest = manifests[-1]
-        files = [f"{self._bucket}/{f.key}" for f in newest.files_of("parquet")]
-        columns = list(newest.columns)
-        if files:
-            data: Any = ds.dataset(files, format="parquet", filesystem=self._fs)
+        try:
+            paths = self._cache.get_all(
+                self._s3, self._bucket, chosen.files_of("parquet"), self._download_concurrency
+            )
+        except CorruptSnapshotError as e:
+            raise damaged_snapshot(
+                self._s3, self._bucket, self._prefix, self._table, chosen, e, "query"
+            ) from e
+        columns = list(chosen.columns)
+        if paths:
+            data: Any = ds.dataset([str(p) for p in paths], format="parquet")
         else:
             data = empty_typed_table(columns)
         self._register(data, [c.name for c in columns], manifests)
-        self.source = f"snapshot {newest.id}"
+        self.source = f"snapshot {chosen.id}"
 
-    def open_as_of(self, as_of_us: int, read_concurrency: int = 32) -> None:
+    def open_as_of(
+        self,
+        as_of_us: int,
+        read_concurrency: int = 32,
+        *,
+        snapshot: str | None = None,
+        skip_corrupt: bool = False,
+    ) -> None:
         """`items` = exactly the state at the time: a snapshot plus later changes.
 
         The state is read one unit at a time into local Arrow spills (collecting column
         statistics on the way), then each spill becomes a local Parquet file with the
         common schema: memory holds one unit, not the table. The files are removed by
-        close()."""
-        plan = plan_state(self._s3, self._bucket, self._prefix, self._table, as_of_us)
+        close(). `snapshot` names the base (else the newest as of the time)."""
+        plan = plan_state(
+            self._s3, self._bucket, self._prefix, self._table, as_of_us, base_id=snapshot
+        )
         work = Path(self._cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ddb-query-")))
         stats: Stats = {}
         spills: list[Path] = []
         first_keys: list[str] = []
-        for state in read_state(self._s3, plan, read_concurrency):
-            if not state.rows:
-                continue
-            collect((r.change.new_image or {} for r in state.rows), stats)
-            first_keys = first_keys or sorted(state.rows[0].change.keys)
-            spills.append(work / f"{len(spills):05d}.arrow")
-            write_spill(spills[-1], state.rows)
+        try:
+            for state in read_state(self._s3, plan, read_concurrency, skip_corrupt=skip_corrupt):
+                self.skipped += state.skipped
+                if not state.rows:
+                    continue
+                collect((r.change.new_image or {} for r in state.rows), stats)
+                first_keys = first_keys or sorted(state.rows[0].change.keys)
+                spills.append(work / f"{len(spills):05d}.arrow")
+                write_spill(spills[-1], state.rows)
+        except CorruptSnapshotError as e:
+            if plan.base is None:
+                raise
+            raise damaged_snapshot(
+                self._s3, self._bucket, self._prefix, self._table, plan.base, e, "query"
+            ) from e
         keys = [k.name for k in plan.base.key_schema] if plan.base else []
         columns = [Column(n, t) for n, t in choose_columns(stats, keys or first_keys)]
         files = [spill.with_suffix(".parquet") for spill in spills]

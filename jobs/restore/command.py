@@ -19,6 +19,8 @@ from jobs.cli.progress import progress_for
 from jobs.restore.keys import KeyFilter, partition_filter, read_key_file
 from jobs.restore.restorer import RestoreOptions, Restorer, backup_key_schema
 
+SHOW_SKIPPED = 10
+
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
@@ -69,6 +71,17 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--read-concurrency", type=positive_int, default=32, help="S3 GETs in flight per unit"
     )
+    parser.add_argument(
+        "--snapshot",
+        metavar="ID",
+        help="start from this snapshot (as of TIME or earlier) instead of the newest, e.g. "
+        "when the newest fails verification",
+    )
+    parser.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="skip unreadable item versions (reported) instead of failing; never snapshot files",
+    )
     add_executor_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -96,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     dynamodb = make_client("dynamodb", settings)
     key_filter = KeyFilter()
     if args.keys is not None or args.key_prefix is not None:
-        plan = plan_state(s3, args.bucket, args.prefix, args.table, as_of)
+        plan = plan_state(s3, args.bucket, args.prefix, args.table, as_of, base_id=args.snapshot)
         schema = backup_key_schema(s3, dynamodb, plan)
         if args.keys is not None:
             key_filter = KeyFilter(key_hashes=read_key_file(args.keys, schema))
@@ -122,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             read_concurrency=args.read_concurrency,
             shard_digits=args.shard_digits,
+            snapshot=args.snapshot,
+            skip_corrupt=args.skip_corrupt,
         ),
         announce=announce,
         progress=progress,
@@ -146,4 +161,10 @@ def run(args: argparse.Namespace) -> int:
         f"unchanged {report.unchanged}; {report.writes.requests} BatchWriteItem calls; "
         f"{report.seconds:.2f}s" + ("; verified" if report.verified else "")
     )
+    if report.skipped:
+        print(f"skipped {len(report.skipped)} unreadable item versions (--skip-corrupt):")
+        for entry in report.skipped[:SHOW_SKIPPED]:
+            print(f"  {entry.reason}")
+        if len(report.skipped) > SHOW_SKIPPED:
+            print(f"  ... and {len(report.skipped) - SHOW_SKIPPED} more (all in --json)")
     return 0

@@ -6,18 +6,19 @@ import functools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backup_lambda.ddbjson import Item
-from backup_lambda.errors import BackupError, NotFoundError
+from backup_lambda.errors import BackupError, CorruptSnapshotError, NotFoundError
 from backup_lambda.layout import decode_change, format_time_us, items_prefix, key_hash
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
+from compaction.fallback import damaged_snapshot, files_present
 from compaction.fold import Row
 from compaction.keyschema import describe_key_schema, recorded_key_schema
-from compaction.manifest import KeyAttribute
+from compaction.manifest import KeyAttribute, Manifest, SkippedVersion
 from compaction.s3errors import translate
 from compaction.state import StatePlan, StateReader, plan_state
 from jobs.restore.batchwrite import BatchWriter, WriteRequest, WriteStats
@@ -46,6 +47,7 @@ class RestoreReport:
     verified: bool | None = None
     seconds: float = 0.0
     newest_event_us: int | None = None  # newest change folded in: the recovery point
+    skipped: list[SkippedVersion] = field(default_factory=list)  # with --skip-corrupt
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +68,7 @@ class RestoreReport:
                 format_time_us(self.newest_event_us) if self.newest_event_us else None
             ),
             "seconds": round(self.seconds, 3),
+            "skipped_versions": [asdict(s) for s in self.skipped],
         }
 
 
@@ -81,6 +84,8 @@ class RestoreOptions:
     read_concurrency: int = 32
     shard_digits: int | None = None  # units of the key space (None: sized to the table)
     units_at_once: int = 2  # unit tasks running together on local threads
+    snapshot: str | None = None  # the base to start from (default: newest as of the time)
+    skip_corrupt: bool = False  # skip unreadable item versions (never snapshot files)
 
 
 # The target's items in a restore's scope: key hash -> (item digest, key attributes).
@@ -102,6 +107,7 @@ class RestoreTask:
     writers: int = 8
     max_wcu: float | None = None  # this task's share of the cap
     read_concurrency: int = 32
+    skip_corrupt: bool = False
 
 
 @dataclass
@@ -116,6 +122,7 @@ class UnitRestore:
     newest_event_us: int | None = None
     writes: WriteStats = field(default_factory=WriteStats)
     digests: dict[str, str] = field(default_factory=dict)
+    skipped: list[SkippedVersion] = field(default_factory=list)
 
 
 def restore_unit(task: RestoreTask, work: tuple[str, Existing]) -> UnitRestore:
@@ -124,8 +131,8 @@ def restore_unit(task: RestoreTask, work: tuple[str, Existing]) -> UnitRestore:
     the target's items in it (empty for an empty target)."""
     unit, existing = work
     with ThreadPoolExecutor(task.read_concurrency, thread_name_prefix="s3-get") as reads:
-        state = StateReader(task.s3(), task.plan, reads).unit(unit)
-    result = UnitRestore(unit, newest_event_us=state.newest_event_us)
+        state = StateReader(task.s3(), task.plan, reads, skip_corrupt=task.skip_corrupt).unit(unit)
+    result = UnitRestore(unit, newest_event_us=state.newest_event_us, skipped=state.skipped)
     requests = _unit_requests(task, state.rows, dict(existing), result)
     if task.dry_run:
         for _ in requests:  # a dry run only counts
@@ -233,7 +240,15 @@ class Restorer:
             self._source,
             opts.as_of_us,
             shard_digits=opts.shard_digits,
+            base_id=opts.snapshot,
         )
+        if plan.base is not None:
+            # Before anything is written: every file of the base is there, at its pinned
+            # version and size (checksums are checked as each is read).
+            try:
+                files_present(self._s3, self._bucket, plan.base)
+            except CorruptSnapshotError as e:
+                raise self._damaged(plan.base, e) from e
         schema = backup_key_schema(self._s3, self._dynamodb, plan)
         report = RestoreReport(
             self._source,
@@ -267,24 +282,37 @@ class Restorer:
             # the units running together share the cap
             max_wcu=opts.max_wcu / at_once if opts.max_wcu else None,
             read_concurrency=opts.read_concurrency,
+            skip_corrupt=opts.skip_corrupt,
         )
         expected: dict[str, str] = {}
         results = executor.map(functools.partial(restore_unit, task), list(existing.items()))
-        for done, unit in enumerate(results, start=1):
-            report.state_items += unit.state_items
-            report.puts += unit.puts
-            report.deletes += unit.deletes
-            report.unchanged += unit.unchanged
-            report.writes.add(unit.writes)
-            if unit.newest_event_us is not None:
-                report.newest_event_us = max(report.newest_event_us or 0, unit.newest_event_us)
-            expected.update(unit.digests)
-            self._progress("restore", done, len(units))
+        try:
+            for done, unit in enumerate(results, start=1):
+                report.state_items += unit.state_items
+                report.puts += unit.puts
+                report.deletes += unit.deletes
+                report.unchanged += unit.unchanged
+                report.writes.add(unit.writes)
+                if unit.newest_event_us is not None:
+                    report.newest_event_us = max(report.newest_event_us or 0, unit.newest_event_us)
+                expected.update(unit.digests)
+                report.skipped += unit.skipped
+                self._progress("restore", done, len(units))
+        except CorruptSnapshotError as e:
+            if plan.base is None:
+                raise
+            raise self._damaged(plan.base, e) from e
         if opts.verify and not opts.dry_run:
             self._verify(key_names, expected)
             report.verified = True
         report.seconds = time.perf_counter() - started
         return report
+
+    def _damaged(self, base: Manifest, error: CorruptSnapshotError) -> CorruptSnapshotError:
+        """The base failed verification: say which older snapshot to use (--snapshot)."""
+        return damaged_snapshot(
+            self._s3, self._bucket, self._prefix, self._source, base, error, "restore"
+        )
 
     def _read_target(self, key_names: list[str]) -> Existing:
         """key hash -> (item digest, key) for the target's items in the restore's scope."""

@@ -218,7 +218,7 @@ def new_session() -> boto3.session.Session:
 
 
 def share_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make `boto3.session.Session()` (what jobs.cli.clients and jobs.query.arrowfs call) return the
+    """Make `boto3.session.Session()` (what jobs.cli.clients calls) return the
     shared session; sessions built with explicit arguments stay real."""
 
     def session(*args: Any, **kwargs: Any) -> boto3.session.Session:
