@@ -42,7 +42,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     base.add_argument(
         "--snapshot",
         metavar="ID",
-        help="build on this (older) snapshot instead of the newest one as of TIME",
+        help="build on this (older) snapshot (default: the newest one as of TIME)",
     )
     add_setting(
         parser,

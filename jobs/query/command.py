@@ -53,7 +53,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--snapshot",
         metavar="ID",
         help="query this snapshot (with --as-of: start from it), e.g. an older one when "
-        "the newest fails verification",
+        "the newest fails verification (default: the newest)",
     )
     parser.add_argument(
         "--skip-corrupt",

@@ -74,8 +74,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--snapshot",
         metavar="ID",
-        help="start from this snapshot (as of TIME or earlier) instead of the newest, e.g. "
-        "when the newest fails verification",
+        help="start from this snapshot (as of TIME or earlier), e.g. an older one when the "
+        "newest fails verification (default: the newest as of TIME)",
     )
     parser.add_argument(
         "--skip-corrupt",
