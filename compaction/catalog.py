@@ -17,6 +17,7 @@ from backup_lambda.errors import ConflictError
 from backup_lambda.layout import LAYOUT_DIR, table_root
 from compaction.manifest import Manifest, snapshot_id
 from compaction.s3errors import translate
+from compaction.s3read import get_bytes
 
 
 def snapshots_prefix(prefix: str, table: str) -> str:
@@ -48,7 +49,7 @@ def load_manifest(s3: Any, bucket: str, prefix: str, table: str, snapshot: str) 
     """The committed manifest of `snapshot`, or None if it was never committed."""
     key = manifest_key(prefix, table, snapshot)
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        body = get_bytes(s3, bucket, key)
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
             return None

@@ -27,6 +27,7 @@ from compaction import catalog
 from compaction.fold import LAST_MODIFIED_RESOLUTION_US, KeyPlan, Row, Version, candidates_for
 from compaction.manifest import Manifest, SkippedVersion
 from compaction.s3errors import translate
+from compaction.s3read import get_bytes
 from compaction.snapshot_io import read_base_rows
 from compaction.versions import VersionRef, has_objects, iter_versions
 
@@ -252,10 +253,7 @@ class StateReader:
         bucket = self._plan.bucket
         where = f"{version.key} (version {version.version_id})"
         try:
-            response = self._s3.get_object(
-                Bucket=bucket, Key=version.key, VersionId=version.version_id
-            )
-            body = response["Body"].read()
+            body = get_bytes(self._s3, bucket, version.key, version.version_id)
         except (ClientError, BotoCoreError) as e:
             raise translate(e, bucket, where) from e
         try:

@@ -12,6 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backup_lambda.layout import Change, decode_change, table_root
 from compaction.s3errors import translate
+from compaction.s3read import get_bytes
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,7 @@ def key_versions(s3: Any, bucket: str, key: str) -> list[VersionRef]:
 
 def read_change(s3: Any, bucket: str, ref: VersionRef) -> Change:
     try:
-        response = s3.get_object(Bucket=bucket, Key=ref.key, VersionId=ref.version_id)
-        body = response["Body"].read()
+        body = get_bytes(s3, bucket, ref.key, ref.version_id)
     except (ClientError, BotoCoreError) as e:
         raise translate(e, bucket, ref.where) from e
     return decode_change(body, f"s3://{bucket}/{ref.where}")

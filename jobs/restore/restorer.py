@@ -20,6 +20,7 @@ from compaction.fold import Row
 from compaction.keyschema import describe_key_schema, recorded_key_schema
 from compaction.manifest import KeyAttribute, Manifest, SkippedVersion
 from compaction.s3errors import translate
+from compaction.s3read import get_bytes
 from compaction.state import StatePlan, StateReader, plan_state
 from jobs.restore.batchwrite import BatchWriter, WriteRequest, WriteStats
 from jobs.restore.ddbitems import item_digest, item_size, to_client_item
@@ -189,7 +190,7 @@ def _recorded(s3: Any, plan: StatePlan) -> tuple[KeyAttribute, ...]:
         if not contents:
             raise NotFoundError(f"no backup of table {plan.table!r} in s3://{plan.bucket}")
         key = contents[0]["Key"]
-        body = s3.get_object(Bucket=plan.bucket, Key=key)["Body"].read()
+        body = get_bytes(s3, plan.bucket, key)
     except (ClientError, BotoCoreError) as e:
         raise translate(e, plan.bucket, root) from e
     return recorded_key_schema(decode_change(body, f"s3://{plan.bucket}/{key}").keys)
