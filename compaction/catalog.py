@@ -95,6 +95,9 @@ def commit(s3: Any, bucket: str, prefix: str, manifest: Manifest) -> None:
     Some S3 implementations (Ceph RGW 16 on a versioned bucket) accept the write despite
     If-None-Match. So the commit then checks the key's versions: the oldest one is the
     commit; a run whose version is not the oldest withdraws it and reports the conflict.
+
+    A PUT whose answer was lost is sent again by botocore; the manifest found then may be
+    this run's own (the same run id): that is this run's commit, not a conflict.
     """
     key = manifest_key(prefix, manifest.table, manifest.id)
     try:
@@ -108,6 +111,8 @@ def commit(s3: Any, bucket: str, prefix: str, manifest: Manifest) -> None:
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code")
         if code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+            if _run_of(s3, bucket, key, None) == manifest.run_id:
+                return  # an earlier attempt of this PUT went through; its answer was lost
             raise _conflict(manifest) from e
         raise translate(e, bucket, key) from e
     except BotoCoreError as e:
@@ -123,7 +128,18 @@ def _settle_race(s3: Any, bucket: str, key: str, mine: str, manifest: Manifest) 
         # S3 lists one key's versions newest first: the last is the first write.
         versions = [v["VersionId"] for v in listing.get("Versions", []) if v["Key"] == key]
         if versions and versions[-1] != mine:
+            first = _run_of(s3, bucket, key, versions[-1])
             s3.delete_object(Bucket=bucket, Key=key, VersionId=mine)
-            raise _conflict(manifest)
+            if first != manifest.run_id:  # else: the first is this run's lost attempt
+                raise _conflict(manifest)
     except (ClientError, BotoCoreError) as e:
         raise translate(e, bucket, key) from e
+
+
+def _run_of(s3: Any, bucket: str, key: str, version_id: str | None) -> str | None:
+    """The run id of the manifest at `key` (that version, else the current one)."""
+    try:
+        body = get_bytes(s3, bucket, key, version_id)
+    except (ClientError, BotoCoreError) as e:
+        raise translate(e, bucket, key) from e
+    return Manifest.from_json(body, f"s3://{bucket}/{key}").run_id

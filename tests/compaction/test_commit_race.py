@@ -4,6 +4,7 @@ buckets (Ceph RGW 16): the oldest manifest version is the commit, a later one wi
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -75,3 +76,39 @@ def test_a_single_commit_on_such_a_server_succeeds(s3_client: Any, backup_bucket
     catalog.commit(s3, backup_bucket, "", committed)
     loaded = catalog.load_manifest(s3_client, backup_bucket, "", TABLE, committed.id)
     assert loaded == committed
+
+
+class LosesTheFirstAnswer:
+    """The manifest PUT goes through, its answer is lost, and botocore sends it again."""
+
+    def __init__(self, s3: Any, later: Callable[[], None]) -> None:
+        self._s3 = s3
+        self._later = later  # the retry is written later than the first attempt
+        self.lost = False
+
+    def put_object(self, **kwargs: Any) -> Any:
+        if not self.lost:
+            self.lost = True
+            self._s3.put_object(**kwargs)
+            self._later()
+        return self._s3.put_object(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+
+@pytest.mark.parametrize("server", ["honours If-None-Match", "ignores If-None-Match"])
+def test_a_commit_whose_answer_was_lost_is_this_runs_commit(
+    s3_client: Any, backup_bucket: str, sim_clock: Any, server: str
+) -> None:
+    s3 = s3_client if server == "honours If-None-Match" else IgnoresIfNoneMatch(s3_client)
+    # WHEN the retried PUT meets the manifest its own first attempt wrote
+    lossy = LosesTheFirstAnswer(s3, lambda: sim_clock.set(1))
+    catalog.commit(lossy, backup_bucket, "", manifest("mine"))
+    # THEN that is the commit, not another run's: one version, this run's
+    loaded = catalog.load_manifest(s3_client, backup_bucket, "", TABLE, manifest("x").id)
+    assert loaded is not None
+    assert loaded.run_id == "mine"
+    key = catalog.manifest_key("", TABLE, manifest("x").id)
+    versions = s3_client.list_object_versions(Bucket=backup_bucket, Prefix=key)
+    assert len(versions.get("Versions", [])) == 1
