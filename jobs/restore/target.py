@@ -72,20 +72,30 @@ def create_target(dynamodb: Any, table: str, schema: tuple[KeyAttribute, ...]) -
             "partition key; create the table yourself, or compact while the source table "
             "can be described"
         )
+    existed = False
     try:
-        dynamodb.create_table(
-            TableName=table,
-            KeySchema=[{"AttributeName": k.name, "KeyType": k.key_type} for k in schema],
-            AttributeDefinitions=[
-                {"AttributeName": k.name, "AttributeType": k.attribute_type} for k in schema
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        try:
+            dynamodb.create_table(
+                TableName=table,
+                KeySchema=[{"AttributeName": k.name, "KeyType": k.key_type} for k in schema],
+                AttributeDefinitions=[
+                    {"AttributeName": k.name, "AttributeType": k.attribute_type} for k in schema
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except ClientError as e:
+            # An earlier attempt whose answer was lost created it (botocore sent the request
+            # again), or another client did: the key check below decides if it fits.
+            if e.response.get("Error", {}).get("Code") != "ResourceInUseException":
+                raise
+            existed = True
         dynamodb.get_waiter("table_exists").wait(
             TableName=table, WaiterConfig={"Delay": 2, "MaxAttempts": 150}
         )
     except (ClientError, BotoCoreError) as e:
         raise _storage(e, table, "CreateTable") from e
+    if existed:
+        check_schema(table, describe_target(dynamodb, table) or (), schema)
 
 
 def is_empty(dynamodb: Any, table: str) -> bool:

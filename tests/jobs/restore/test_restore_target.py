@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from backup_lambda.errors import NotFoundError
+from compaction.manifest import KeyAttribute
 from jobs.main import main
-from jobs.restore.target import SchemaMismatchError, check_schema, describe_target
+from jobs.restore.target import SchemaMismatchError, check_schema, create_target, describe_target
 from tests.jobs.restore.restore_fixtures import (
     BUCKET,
     SECOND,
@@ -222,3 +223,34 @@ def test_key_prefix_of_the_wrong_type_is_a_usage_error(
     assert code == 2
     assert err.startswith("ddb-backup: error: --key-prefix")
     assert err.count("\n") == 1
+
+
+class _AnswerLost:
+    """CreateTable goes through, its answer is lost, and botocore sends it again."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def create_table(self, **kwargs: Any) -> Any:
+        self._client.create_table(**kwargs)
+        return self._client.create_table(**kwargs)  # the retry: ResourceInUseException
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_a_create_table_whose_answer_was_lost_goes_on(mocked: tuple[Any, Any]) -> None:  # noqa: F811
+    _, dynamodb = mocked
+    schema = (KeyAttribute("pk", "S", "HASH"), KeyAttribute("sk", "N", "RANGE"))
+    create_target(_AnswerLost(dynamodb), "fresh", schema)
+    assert describe_target(dynamodb, "fresh") == schema
+
+
+def test_a_table_someone_else_created_with_other_keys_is_refused(
+    mocked: tuple[Any, Any],  # noqa: F811
+) -> None:
+    _, dynamodb = mocked
+    create_table(dynamodb, "taken", {"id": "S"})
+    schema = (KeyAttribute("pk", "S", "HASH"), KeyAttribute("sk", "N", "RANGE"))
+    with pytest.raises(SchemaMismatchError, match="key schema mismatch"):
+        create_target(dynamodb, "taken", schema)
