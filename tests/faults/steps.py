@@ -1,0 +1,154 @@
+"""The steps of each job that the suite attacks: one per distinct API call site.
+
+A step names the operation and, where one operation serves several steps, which of its
+requests belong to the step (by URL). New call sites get a line here and are then covered
+by every fault that fits their service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from botocore.awsrequest import AWSPreparedRequest
+
+from tests.faults.injector import (
+    BODY_RESET,
+    BODY_SHORT,
+    PERSISTENT,
+    Fault,
+    FaultInjector,
+    Rule,
+    Storm,
+)
+
+Where = Callable[[AWSPreparedRequest], bool]
+
+
+def url_has(*parts: str, without: tuple[str, ...] = ()) -> Where:
+    def where(request: AWSPreparedRequest) -> bool:
+        return all(p in request.url for p in parts) and not any(w in request.url for w in without)
+
+    return where
+
+
+def body_has(*parts: str, without: tuple[str, ...] = ()) -> Where:
+    def where(request: AWSPreparedRequest) -> bool:
+        body = request.body or b""
+        text = body.decode() if isinstance(body, bytes) else str(body)
+        return all(p in text for p in parts) and not any(w in text for w in without)
+
+    return where
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    service: str
+    operation: str
+    where: Where | None = None
+    writes: bool = False  # changes state on the server: a lost response is its own case
+    body: bool = False  # a GET whose payload the caller reads
+
+    @property
+    def id(self) -> str:
+        return self.name.replace(" ", "-")
+
+    def body_faults(self) -> tuple[Fault, ...]:
+        return (BODY_RESET, BODY_SHORT) if self.body else ()
+
+
+ITEMS = "/v1/items/"
+
+# Reading the state as of a time (compact, restore): the base snapshot and the object
+# versions after it
+STATE_READS = (
+    Step("manifest get", "s3", "GetObject", url_has("/manifest.json"), body=True),
+    Step("snapshot ids list", "s3", "ListObjectsV2", url_has("delimiter=")),
+    Step("items probe", "s3", "ListObjectsV2", url_has("max-keys=1&")),
+    Step("versions page 1", "s3", "ListObjectVersions", url_has("items", without=("marker",))),
+    Step("versions page 2+", "s3", "ListObjectVersions", url_has("items", "key-marker")),
+    Step("item version get", "s3", "GetObject", url_has(ITEMS, "versionId="), body=True),
+    Step("base parquet get", "s3", "GetObject", url_has("/parquet/"), body=True),
+    Step("base tombstones get", "s3", "GetObject", url_has("/tombstones/"), body=True),
+)
+
+# compact (incremental: from a base snapshot, with removals, so it reads and writes every
+# kind of file)
+COMPACT = (
+    *STATE_READS,
+    Step("key schema describe", "dynamodb", "DescribeTable"),
+    Step("tombstones put", "s3", "PutObject", url_has("/tombstones/"), writes=True),
+    Step("export put", "s3", "PutObject", url_has("/export/"), writes=True),
+    Step("parquet put", "s3", "PutObject", url_has("/parquet/"), writes=True),
+    Step("manifest commit", "s3", "PutObject", url_has("/manifest.json"), writes=True),
+    Step("commit race check", "s3", "ListObjectVersions", url_has("manifest.json")),
+)
+
+# restore into a missing table (--create-table --verify): a bulk load
+TARGET_DESCRIBE = Step("target describe", "dynamodb", "DescribeTable")
+EMPTINESS_SCAN = Step("emptiness scan", "dynamodb", "Scan", body_has(without=('"Segment"',)))
+BATCH_WRITE = Step("batch write", "dynamodb", "BatchWriteItem", writes=True)
+RESTORE_BULK = (
+    *STATE_READS,
+    TARGET_DESCRIBE,
+    Step("target create", "dynamodb", "CreateTable", writes=True),
+    EMPTINESS_SCAN,
+    BATCH_WRITE,
+    Step("verify scan", "dynamodb", "Scan", body_has('"Segment"')),
+)
+# restore into a table holding other data: a diff restore (puts and deletes)
+RESTORE_DIFF = (
+    *STATE_READS,
+    TARGET_DESCRIBE,
+    EMPTINESS_SCAN,
+    Step("target scan", "dynamodb", "Scan", body_has('"Segment"')),
+    BATCH_WRITE,
+)
+
+# the backup Lambda: each change is a PutObject of its item's object
+ITEM_PUT = Step("item put", "s3", "PutObject", url_has(ITEMS), writes=True)
+LAMBDA = (ITEM_PUT,)
+
+# backfill: describe the source (stream on? keys?), scan it in segments, write each item as
+# a change (the Lambda's writer), then the run's record
+BACKFILL = (
+    Step("source describe", "dynamodb", "DescribeTable"),
+    Step("source scan", "dynamodb", "Scan"),
+    ITEM_PUT,
+    Step("record put", "s3", "PutObject", url_has("/backfills/"), writes=True),
+)
+
+
+def persistent_cases(steps: tuple[Step, ...]) -> list[tuple[Step, Fault]]:
+    """Each step with one persistent fault, the faults of its service in turn."""
+    cases = []
+    for index, step in enumerate(steps):
+        choices = PERSISTENT[step.service]
+        cases.append((step, choices[index % len(choices)]))
+    return cases
+
+
+def raise_storm(
+    faults: FaultInjector, storm: Storm, steps: tuple[Step, ...], times: int
+) -> list[tuple[Step, Rule]]:
+    """Every step fails `times` times in a row with the storm's fault for its service."""
+    return [
+        (
+            step,
+            faults.inject(
+                step.service,
+                step.operation,
+                storm.fault_for(step.service),
+                times=times,
+                where=step.where,
+            ),
+        )
+        for step in steps
+        if step.writes or not storm.writes_only
+    ]
+
+
+def unmet(rules: list[tuple[Step, Rule]]) -> list[str]:
+    """Steps whose fault never struck as often as asked (a step the run did not reach)."""
+    return [step.name for step, rule in rules if rule.struck != rule.times]
