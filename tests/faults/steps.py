@@ -106,15 +106,21 @@ RESTORE_DIFF = (
     BATCH_WRITE,
 )
 
-# the backup Lambda: each change is a PutObject of its item's object
+# the backup Lambda: a cold start declares journal coverage (once per table), each batch is
+# one journal object, then each change is a PutObject of its item's object
+COVERAGE_PUT = Step(
+    "coverage marker put", "s3", "PutObject", url_has("/v1/journal-coverage/"), writes=True
+)
+JOURNAL_PUT = Step("journal put", "s3", "PutObject", url_has("/v1/journal/"), writes=True)
 ITEM_PUT = Step("item put", "s3", "PutObject", url_has(ITEMS), writes=True)
-LAMBDA = (ITEM_PUT,)
+LAMBDA = (COVERAGE_PUT, JOURNAL_PUT, ITEM_PUT)
 
-# backfill: describe the source (stream on? keys?), scan it in segments, write each item as
-# a change (the Lambda's writer), then the run's record
+# backfill: describe the source (stream on? keys?), scan it in segments, write each page as
+# changes (the Lambda's writer: journal object, then item objects), then the run's record
 BACKFILL = (
     Step("source describe", "dynamodb", "DescribeTable"),
     Step("source scan", "dynamodb", "Scan"),
+    JOURNAL_PUT,
     ITEM_PUT,
     Step("record put", "s3", "PutObject", url_has("/backfills/"), writes=True),
 )
