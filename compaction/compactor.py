@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backup_lambda.errors import CorruptSnapshotError
-from compaction import catalog
+from compaction import catalog, exportmanifests
 from compaction.columns import choose_columns, merge_stats
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
 from compaction.fallback import damaged_snapshot
@@ -164,6 +164,14 @@ class Compactor:
                 ColumnStats(name, tuple(sorted(s.tags)), s.max_integer_digits, s.max_scale, s.count)
                 for name, s in sorted(stats.items())
             ),
+        )
+        # DynamoDB-style export manifests beside the export files, before the commit.
+        exportmanifests.write_export_manifests(
+            self._s3,
+            self._bucket,
+            self._prefix,
+            manifest,
+            parent_as_of_us=base.as_of_us if base and manifest.kind == "delta" else None,
         )
         catalog.commit(self._s3, self._bucket, self._prefix, manifest)
         return CompactionResult(manifest, created=True, seconds=time.perf_counter() - started)

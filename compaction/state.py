@@ -102,7 +102,10 @@ def plan_state(
 ) -> StatePlan:
     """Find the base (newest committed snapshot with as-of <= T, or the snapshot `base_id`
     names, e.g. an older one when the newest is damaged) and size the units."""
-    if not has_objects(s3, bucket, items_prefix(prefix, table)):
+    # A table whose backup so far is only imported snapshots (import-export) has no items.
+    if not has_objects(s3, bucket, items_prefix(prefix, table)) and not has_objects(
+        s3, bucket, catalog.snapshots_prefix(prefix, table)
+    ):
         raise NotFoundError(f"no backup of table {table!r} in s3://{bucket}/{prefix}")
     base: Manifest | None
     if base_id is not None and not full:

@@ -39,7 +39,7 @@ def _common(require_table: bool = True, table_help: str = "") -> argparse.Argume
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobs.backup import compact, history, snapshots
+    from jobs.backup import compact, history, import_export, snapshots
     from jobs.demo import command as demo
     from jobs.ops import backfill, drill, effective_config, expire, scheduled
     from jobs.query import command as query
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.register(commands, _common())
     query.register(commands, _common())
     backfill.register(commands, _common())
+    import_export.register(commands, _common())
     expire.register(commands, _common())
     drill.register(commands, _common())
     scheduled.register(
