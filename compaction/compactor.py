@@ -166,7 +166,7 @@ class Compactor:
             ),
         )
         # DynamoDB-style export manifests beside the export files, before the commit.
-        exportmanifests.write_export_manifests(
+        manifest = exportmanifests.add_export_manifests(
             self._s3,
             self._bucket,
             self._prefix,

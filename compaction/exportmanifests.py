@@ -10,12 +10,13 @@ manifests tools that read DynamoDB's exports expect, in DynamoDB's format:
 A full snapshot is a FULL_EXPORT as of its as-of time; a delta snapshot is an
 INCREMENTAL_EXPORT from its parent's as-of to its own. `ddb-backup import-export --from
 s3://B/.../run-<run>/export/` reads them back. They are written before the snapshot's
-manifest is committed, so every committed snapshot has them.
+manifest is committed and listed (format `aws-export`) in it, pinned like its other files.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from compaction.snapshot_io import SINGLE_PUT_BYTES
 FULL_VERSION = "2020-06-30"
 INCREMENTAL_VERSION = "2023-08-01"
 EXPORT_FORMAT = "json.gz"  # the DataFile format of a snapshot's export files
+MANIFEST_FORMAT = "aws-export"  # the DataFile format of these manifests
 
 
 def table_arn_for(table: str) -> str:
@@ -147,7 +149,7 @@ def export_documents(
     return ExportDocuments(folder, bodies)
 
 
-def write_export_manifests(
+def add_export_manifests(
     s3: Any,
     bucket: str,
     prefix: str,
@@ -156,8 +158,9 @@ def write_export_manifests(
     parent_as_of_us: int | None = None,
     output_view: str = NEW_IMAGE,
     table_arn: str | None = None,
-) -> str:
-    """Write the manifests (before the snapshot commits); returns the export's folder."""
+) -> Manifest:
+    """Write the manifests (before the snapshot commits); the snapshot's manifest, returned,
+    lists and pins them like its other files (format `aws-export`)."""
     etags = {
         f.key: _head_etag(s3, bucket, f)
         for f in manifest.files_of(EXPORT_FORMAT)
@@ -172,15 +175,30 @@ def write_export_manifests(
         table_arn=table_arn,
         etags=etags,
     )
+    written = []
     for key, body in documents.bodies.items():
         content_type = "application/json" if key.endswith(".json") else "text/plain"
+        md5 = _md5(body)
         try:
-            s3.put_object(
-                Bucket=bucket, Key=key, Body=body, ContentType=content_type, ContentMD5=_md5(body)
+            response = s3.put_object(
+                Bucket=bucket, Key=key, Body=body, ContentType=content_type, ContentMD5=md5
             )
         except (ClientError, BotoCoreError) as e:
             raise translate(e, bucket, key) from e
-    return documents.folder
+        version = response.get("VersionId")
+        written.append(
+            DataFile(
+                key=key,
+                format=MANIFEST_FORMAT,
+                unit="",
+                rows=body.count(b"\n") if key.endswith(FILES_NAME) else 0,
+                bytes=len(body),
+                sha256=hashlib.sha256(body).hexdigest(),
+                version_id=version if version and version != "null" else None,
+                md5=md5,
+            )
+        )
+    return dataclasses.replace(manifest, files=(*manifest.files, *written))
 
 
 def _head_etag(s3: Any, bucket: str, data_file: DataFile) -> str:

@@ -37,7 +37,7 @@ from compaction.awsexport import (
 )
 from compaction.columns import choose_columns, merge_stats
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
-from compaction.exportmanifests import write_export_manifests
+from compaction.exportmanifests import add_export_manifests
 from compaction.importtasks import (
     ChangesCheck,
     ChangesFile,
@@ -531,7 +531,7 @@ class ExportImporter:
             ),
             origin=ORIGIN,
         )
-        write_export_manifests(
+        manifest = add_export_manifests(
             self._s3, self._bucket, self._prefix, manifest, table_arn=summary.table_arn
         )
         catalog.commit(self._s3, self._bucket, self._prefix, manifest)

@@ -343,7 +343,9 @@ def to_change(table: str, export_id: str, view: str, line: ExportChange) -> Chan
 def write_changes_file(task: ChangesTask, work: ChangesFile) -> int:
     """Write the file's changes (checked before) through the ChangeWriter, then its marker."""
     s3 = task.s3()
-    writer = ChangeWriter(s3, task.bucket, task.prefix, max_workers=task.writers)
+    writer = ChangeWriter(
+        s3, task.bucket, task.prefix, max_workers=task.writers, writer="import-export"
+    )
     reader = DataFileReader(s3, task.source_bucket, work.file, if_match=work.etag)
     written = 0
     failed: list[str] = []
