@@ -7,6 +7,7 @@ import gzip
 import json
 from typing import Any
 
+from compaction import verified
 from compaction.awsexport import (
     EXPORT_DIR,
     discover,
@@ -64,6 +65,20 @@ def test_a_snapshot_export_is_a_dynamodb_full_export(backup: Backup) -> None:  #
         checksum = s3.get_object(Bucket=BUCKET, Key=f"{folder}{name}.md5")["Body"].read()
         assert md5_matches(checksum.decode(), body)
     assert s3.head_object(Bucket=BUCKET, Key=f"{folder}_started")["ContentLength"] == 0
+    # AND the snapshot's manifest lists and pins them like its other files
+    listed = {f.key: f for f in manifest.files_of("aws-export")}
+    assert sorted(listed) == sorted(
+        f"{folder}{name}"
+        for name in (
+            "_started",
+            "manifest-files.json",
+            "manifest-files.md5",
+            "manifest-summary.json",
+            "manifest-summary.md5",
+        )
+    )
+    for data_file in listed.values():
+        verified.verify(s3, BUCKET, data_file)
 
 
 def _manifest(kind: str = "full") -> Manifest:
