@@ -213,6 +213,9 @@ def read_snapshot(s3: Any, manifest: Manifest, bucket: str = BUCKET) -> Snapshot
                 assert tombstone["__key_hash"] not in removed, "one tombstone per key"
                 removed[tombstone["__key_hash"]] = tombstone
             assert table.num_rows <= manifest.counts.removed
+        elif data_file.format == "aws-export":
+            # DynamoDB-style export manifests (checked in test_export_manifests.py)
+            assert "/export/AWSDynamoDB/" in data_file.key
         else:
             assert data_file.format == "json.gz"
             lines = gzip.decompress(body).decode("utf-8").splitlines()
