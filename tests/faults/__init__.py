@@ -1,6 +1,6 @@
 """Fault injection: S3 and DynamoDB failures at every API call site of compact, restore,
-backfill and the backup Lambda, with the end state checked as exactly as the functional
-tests check it.
+query, backfill and the backup Lambda (journal and item objects), with the end state
+checked as exactly as the functional tests check it.
 
 What is injected, where (tests/faults/injector.py): every request that any boto3 client
 in the process sends to in-process moto passes through the injector, on every attempt
@@ -23,12 +23,13 @@ What is checked:
 - transient faults (every step failing twice in a row, one "storm" per fault): the run
   succeeds, every step met its faults, and the result is exact: a snapshot holds exactly
   the fold's state (`Backup.oracle`) and every file its manifest pins is there with its
-  size, checksum and rows; a restore target holds exactly the state; the Lambda reports no
-  failure and each item's history is complete and in order; a backfill stored exactly the
-  source table;
+  size, checksum and rows; a restore target holds exactly the state; a query answers
+  exactly; the Lambda reports no failure, each item's history is complete and in order and
+  every stored change is in a journal object; a backfill stored exactly the source table;
 - persistent faults (one per step, the faults taken in turn): one line on stderr, exit
   status 1, no traceback; no snapshot visible for the as-of, or a whole one where the
-  commit itself went through; a rerun without the fault is exact (a restore converges);
+  commit itself went through; no partial query answer; a rerun without the fault is exact
+  (a restore converges);
   the Lambda reports exactly the changes it could not store, and delivery again from the
   checkpoint completes the backup (the re-delivered records are harmless replays).
 

@@ -89,8 +89,10 @@ COMPACT = (
 TARGET_DESCRIBE = Step("target describe", "dynamodb", "DescribeTable")
 EMPTINESS_SCAN = Step("emptiness scan", "dynamodb", "Scan", body_has(without=('"Segment"',)))
 BATCH_WRITE = Step("batch write", "dynamodb", "BatchWriteItem", writes=True)
+BASE_FILES_HEAD = Step("base files head", "s3", "HeadObject", url_has("/snapshots/"))
 RESTORE_BULK = (
     *STATE_READS,
+    BASE_FILES_HEAD,
     TARGET_DESCRIBE,
     Step("target create", "dynamodb", "CreateTable", writes=True),
     EMPTINESS_SCAN,
@@ -100,11 +102,21 @@ RESTORE_BULK = (
 # restore into a table holding other data: a diff restore (puts and deletes)
 RESTORE_DIFF = (
     *STATE_READS,
+    BASE_FILES_HEAD,
     TARGET_DESCRIBE,
     EMPTINESS_SCAN,
     Step("target scan", "dynamodb", "Scan", body_has('"Segment"')),
     BATCH_WRITE,
 )
+
+# query: the newest snapshot as it is (its files downloaded at their pinned versions), or
+# exactly the state as of a time (the state reads)
+QUERY_NEWEST = (
+    Step("snapshot ids list", "s3", "ListObjectsV2", url_has("delimiter=")),
+    STATE_READS[0],  # manifest get
+    Step("snapshot file get", "s3", "GetObject", url_has("/run-", "versionId="), body=True),
+)
+QUERY_AS_OF = STATE_READS
 
 # the backup Lambda: a cold start declares journal coverage (once per table), each batch is
 # one journal object, then each change is a PutObject of its item's object
