@@ -7,19 +7,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from backup_lambda.errors import UserInputError
+from backup_lambda.errors import BackupError, RefusedError, UserInputError
 from backup_lambda.layout import format_time_us
 from compaction.state import plan_state
 from jobs.cli import config
 from jobs.cli.args import add_executor_arguments, executor_from, parse_time, positive_int
 from jobs.cli.clients import ClientFactory, make_client, settings_from
 from jobs.cli.options import add_setting
-from jobs.cli.output import emit_json
 from jobs.cli.progress import progress_for
+from jobs.restore.guards import DEFAULT_MAX_DELETE_PERCENT
 from jobs.restore.keys import KeyFilter, partition_filter, read_key_file
-from jobs.restore.restorer import RestoreOptions, Restorer, backup_key_schema
+from jobs.restore.restorer import RestoreOptions, Restorer, RestoreReport, backup_key_schema
+from jobs.restore.summary import report_to, write_failures
 
-SHOW_SKIPPED = 10
+_NO_FAILURES = RestoreReport("", "", 0, None)
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -82,6 +83,43 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip unreadable item versions (reported) instead of failing; never snapshot files",
     )
+    guards = parser.add_argument_group(
+        "guards", "what a restore does only when asked (see docs/RESTORE.md)"
+    )
+    guards.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="restore an --as-of before the first backed-up change (an empty state)",
+    )
+    guards.add_argument(
+        "--yes",
+        action="store_true",
+        help="go ahead with a restore that deletes more than --max-delete-percent of the "
+        "target's items, or leaves it empty",
+    )
+    guards.add_argument(
+        "--max-delete-percent",
+        type=percent,
+        default=DEFAULT_MAX_DELETE_PERCENT,
+        metavar="PCT",
+        help="deleting more of the target's items than this needs --yes (default: %(default)g)",
+    )
+    guards.add_argument(
+        "--in-place",
+        action="store_true",
+        help="allow --to to be the source table itself (the plan is printed first)",
+    )
+    failures = parser.add_argument_group("items that cannot be written")
+    failures.add_argument(
+        "--skip-unwritable",
+        action="store_true",
+        help="write every other item when one cannot be written (exit status still 1)",
+    )
+    failures.add_argument(
+        "--failures-out",
+        metavar="FILE",
+        help="write every item not written here, one JSON object a line (--keys reads it)",
+    )
     add_executor_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -98,12 +136,27 @@ def expand_target(template: str, table: str, as_of_us: int, now_us: int) -> str:
         ) from None
 
 
+def percent(text: str) -> float:
+    """argparse type: a number from 0 to 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"expected a percentage from 0 to 100, got {text!r}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     now_us = int(time.time() * 1_000_000)
     as_of = parse_time(args.as_of) if args.as_of else now_us
     args.to = expand_target(args.to, args.table, as_of, now_us)
     if as_of > now_us:
-        raise UserInputError(f"--as-of {format_time_us(as_of)} is in the future")
+        raise RefusedError(
+            f"--as-of {format_time_us(as_of)} is in the future (now is {format_time_us(now_us)})"
+        )
+    if args.failures_out:
+        write_failures(args.failures_out, _NO_FAILURES)  # fails now if it cannot be written
     settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers + 8)
     s3 = make_client("s3", settings)
     dynamodb = make_client("dynamodb", settings)
@@ -137,6 +190,12 @@ def run(args: argparse.Namespace) -> int:
             shard_digits=args.shard_digits,
             snapshot=args.snapshot,
             skip_corrupt=args.skip_corrupt,
+            # the latest state (no --as-of) is never a mistaken time
+            allow_empty=args.allow_empty or args.as_of is None,
+            in_place=args.in_place,
+            yes=args.yes,
+            max_delete_percent=args.max_delete_percent,
+            skip_unwritable=args.skip_unwritable,
         ),
         announce=announce,
         progress=progress,
@@ -144,27 +203,25 @@ def run(args: argparse.Namespace) -> int:
         client_factories=(ClientFactory("s3", settings), ClientFactory("dynamodb", settings)),
     )
     try:
-        report = restorer.run()
+        restorer.run()
+    except BackupError:
+        # A restore that failed while writing still says what it wrote and names what it
+        # could not write; one refused or failed before writing wrote nothing.
+        progress.close()
+        if restorer.writing:
+            _finish(args, restorer)
+        raise
     finally:
         progress.close()
         if executor is not None:
             executor.close()
-    if args.json:
-        emit_json(report.as_json())
-        return 0
-    verb = "would put" if report.dry_run else "put"
-    source = f"snapshot {report.snapshot} + changes" if report.snapshot else "object versions"
-    print(
-        f"{args.table} as of {format_time_us(report.as_of_us)} -> {args.to} ({report.mode}, "
-        f"from {source}): {report.state_items} items; {verb} {report.puts}, "
-        f"{'would delete' if report.dry_run else 'deleted'} {report.deletes}, "
-        f"unchanged {report.unchanged}; {report.writes.requests} BatchWriteItem calls; "
-        f"{report.seconds:.2f}s" + ("; verified" if report.verified else "")
-    )
-    if report.skipped:
-        print(f"skipped {len(report.skipped)} unreadable item versions (--skip-corrupt):")
-        for entry in report.skipped[:SHOW_SKIPPED]:
-            print(f"  {entry.reason}")
-        if len(report.skipped) > SHOW_SKIPPED:
-            print(f"  ... and {len(report.skipped) - SHOW_SKIPPED} more (all in --json)")
+    _finish(args, restorer)
     return 0
+
+
+def _finish(args: argparse.Namespace, restorer: Restorer) -> None:
+    report = restorer.report
+    assert report is not None  # noqa: S101 - run() sets it before anything can be written
+    if args.failures_out:
+        write_failures(args.failures_out, report)
+    report_to(report, args.json, print)

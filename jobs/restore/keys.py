@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,20 @@ def _check_key(keys: Item, schema: tuple[KeyAttribute, ...]) -> None:
         )
 
 
+def _failure_key(line: str) -> str:
+    """A line of `restore --failures-out` ({"key": {...}, "action", "reason"}) -> its key;
+    any other line as it is. Unambiguous: there "key" holds typed values ({"S": ...}),
+    while in a key a value is a string, a number or one typed value."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return line
+    key = record.get("key") if isinstance(record, dict) else None
+    if isinstance(key, dict) and key and all(isinstance(v, dict) for v in key.values()):
+        return json.dumps(key)
+    return line
+
+
 def read_key_file(path: str, schema: tuple[KeyAttribute, ...] = ()) -> frozenset[str]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -70,7 +85,7 @@ def read_key_file(path: str, schema: tuple[KeyAttribute, ...] = ()) -> frozenset
     for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
-                keys = parse_key(line)
+                keys = parse_key(_failure_key(line))
                 _check_key(keys, schema)
                 hashes.add(key_hash(keys))
             except UserInputError as e:

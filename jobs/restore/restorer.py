@@ -21,11 +21,25 @@ from compaction.keyschema import describe_key_schema, recorded_key_schema
 from compaction.manifest import KeyAttribute, Manifest, SkippedVersion
 from compaction.s3errors import translate
 from compaction.s3read import get_bytes
-from compaction.state import StatePlan, StateReader, plan_state
-from jobs.restore.batchwrite import BatchWriter, WriteRequest, WriteStats
+from compaction.state import StatePlan, StateReader, plan_state, read_state
+from jobs.restore.batchwrite import (
+    BatchWriter,
+    RestoreWriteError,
+    UnwrittenItem,
+    WriteRequest,
+    WriteStats,
+)
 from jobs.restore.ddbitems import item_digest, item_size, to_client_item
+from jobs.restore.guards import (
+    DEFAULT_MAX_DELETE_PERCENT,
+    Plan,
+    big_delete_reasons,
+    refuse_before_history,
+    refuse_big_delete,
+    refuse_source_as_target,
+)
 from jobs.restore.keys import KeyFilter
-from jobs.restore.target import is_empty, require_target, scan
+from jobs.restore.target import require_target, scan
 
 
 class VerifyError(BackupError):
@@ -34,13 +48,16 @@ class VerifyError(BackupError):
 
 @dataclass
 class RestoreReport:
+    """What a restore did (or, with dry_run, would do). Kept up to date while it runs, so a
+    restore that fails still says what landed (`Restorer.report`)."""
+
     source: str
     target: str
     as_of_us: int
     snapshot: str | None
     mode: str = "bulk"  # bulk (empty target) | diff
     state_items: int = 0
-    puts: int = 0
+    puts: int = 0  # written (with dry_run: would be written)
     deletes: int = 0
     unchanged: int = 0
     dry_run: bool = False
@@ -49,6 +66,16 @@ class RestoreReport:
     seconds: float = 0.0
     newest_event_us: int | None = None  # newest change folded in: the recovery point
     skipped: list[SkippedVersion] = field(default_factory=list)  # with --skip-corrupt
+    target_items: int = 0  # items the target held before
+    in_place: bool = False  # the target is the source table
+    plan: Plan | None = None  # the dry pass's counts, when one ran
+    needs_yes: list[str] = field(default_factory=list)  # a dry run's big-delete warnings
+    stopped: bool = False  # ended before every item was written
+    error: str | None = None  # why it stopped, when it did
+
+    @property
+    def failures(self) -> list[UnwrittenItem]:
+        return self.writes.failed
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -58,10 +85,27 @@ class RestoreReport:
             "snapshot": self.snapshot,
             "mode": self.mode,
             "dry_run": self.dry_run,
+            "in_place": self.in_place,
+            "target_items": self.target_items,
             "items": self.state_items,
             "puts": self.puts,
             "deletes": self.deletes,
             "unchanged": self.unchanged,
+            "failed": len(self.failures),
+            "failures": [f.as_json() for f in self.failures],
+            "plan": (
+                {
+                    "puts": self.plan.puts,
+                    "deletes": self.plan.deletes,
+                    "unchanged": self.plan.unchanged,
+                    "items_after": self.plan.items_after,
+                }
+                if self.plan
+                else None
+            ),
+            "needs_yes": self.needs_yes,
+            "stopped": self.stopped,
+            "error": self.error,
             "batch_write_calls": self.writes.requests,
             "retried_items": self.writes.retried_items,
             "verified": self.verified,
@@ -87,6 +131,12 @@ class RestoreOptions:
     units_at_once: int = 2  # unit tasks running together on local threads
     snapshot: str | None = None  # the base to start from (default: newest as of the time)
     skip_corrupt: bool = False  # skip unreadable item versions (never snapshot files)
+    # Guards (docs/RESTORE.md): what needs the user's say-so.
+    allow_empty: bool = False  # an as-of before the first backed-up change
+    in_place: bool = False  # the target is the source table itself
+    yes: bool = False  # deletes above max_delete_percent, or emptying the target
+    max_delete_percent: float = DEFAULT_MAX_DELETE_PERCENT
+    skip_unwritable: bool = False  # write the rest when an item cannot be written
 
 
 # The target's items in a restore's scope: key hash -> (item digest, key attributes).
@@ -109,41 +159,66 @@ class RestoreTask:
     max_wcu: float | None = None  # this task's share of the cap
     read_concurrency: int = 32
     skip_corrupt: bool = False
+    skip_unwritable: bool = False
 
 
 @dataclass
 class UnitRestore:
-    """What one unit's task did."""
+    """What one unit's task did (puts and deletes: planned; `writes`: what landed)."""
 
     unit: str
     state_items: int = 0
     puts: int = 0
     deletes: int = 0
     unchanged: int = 0
+    added: int = 0  # of the puts, keys the target did not hold
     newest_event_us: int | None = None
     writes: WriteStats = field(default_factory=WriteStats)
     digests: dict[str, str] = field(default_factory=dict)
     skipped: list[SkippedVersion] = field(default_factory=list)
+    stopped: bool = False  # an item could not be written and the unit stopped writing
+    error: BackupError | None = None  # the unit failed (returned, so its counts survive)
 
 
 def restore_unit(task: RestoreTask, work: tuple[str, Existing]) -> UnitRestore:
     """Read one unit's state as of the plan's time, then put what the target lacks and
     delete the unit's target items that the state does not have. `work` is the unit and
-    the target's items in it (empty for an empty target)."""
+    the target's items in it (empty for an empty target). Failures are returned in the
+    result, not raised, so that what the unit wrote before is still counted."""
     unit, existing = work
-    with ThreadPoolExecutor(task.read_concurrency, thread_name_prefix="s3-get") as reads:
-        state = StateReader(task.s3(), task.plan, reads, skip_corrupt=task.skip_corrupt).unit(unit)
-    result = UnitRestore(unit, newest_event_us=state.newest_event_us, skipped=state.skipped)
+    result = UnitRestore(unit)
+    try:
+        with ThreadPoolExecutor(task.read_concurrency, thread_name_prefix="s3-get") as reads:
+            reader = StateReader(task.s3(), task.plan, reads, skip_corrupt=task.skip_corrupt)
+            state = reader.unit(unit)
+    except BackupError as e:
+        result.error = e
+        return result
+    result.newest_event_us = state.newest_event_us
+    result.skipped = state.skipped
     requests = _unit_requests(task, state.rows, dict(existing), result)
     if task.dry_run:
         for _ in requests:  # a dry run only counts
             pass
         return result
-    writer = BatchWriter(task.dynamodb(), task.target, workers=task.writers, max_wcu=task.max_wcu)
+    writer = BatchWriter(
+        task.dynamodb(),
+        task.target,
+        workers=task.writers,
+        max_wcu=task.max_wcu,
+        skip_unwritable=task.skip_unwritable,
+    )
     try:
         writer.submit(requests)
+    except BackupError as e:
+        result.error = e
     finally:
-        result.writes = writer.close()
+        try:
+            writer.close()
+        except BackupError as e:
+            result.error = result.error or e
+        result.writes = writer.stats
+        result.stopped = writer.stopped
     return result
 
 
@@ -163,10 +238,13 @@ def _unit_requests(
             result.unchanged += 1
             continue
         result.puts += 1
-        yield WriteRequest({"PutRequest": {"Item": to_client_item(item)}}, item_size(item))
+        result.added += current is None
+        yield WriteRequest(
+            {"PutRequest": {"Item": to_client_item(item)}}, item_size(item), row.change.keys
+        )
     for _item_digest, keys in existing.values():
         result.deletes += 1
-        yield WriteRequest({"DeleteRequest": {"Key": to_client_item(keys)}}, item_size(keys))
+        yield WriteRequest({"DeleteRequest": {"Key": to_client_item(keys)}}, item_size(keys), keys)
 
 
 def backup_key_schema(s3: Any, dynamodb: Any, plan: StatePlan) -> tuple[KeyAttribute, ...]:
@@ -230,9 +308,74 @@ class Restorer:
         if executor is not None and executor.distributed and client_factories is None:
             raise ValueError("a distributed executor needs client_factories for its workers")
         self._factories = client_factories or ((lambda: s3), (lambda: dynamodb))
+        self.report: RestoreReport | None = None  # what the last run did, also when it failed
+        self.writing = False  # the last run got past its checks and began to write
 
     def run(self) -> RestoreReport:
+        """Plan, decide the guards on a dry pass (before any write), then write.
+
+        `self.report` holds what has been done so far, also when this raises."""
         started = time.perf_counter()
+        opts = self._options
+        self.report, self.writing = None, False
+        refuse_source_as_target(self._source, self._target, opts.in_place)
+        plan = self._plan()
+        schema = backup_key_schema(self._s3, self._dynamodb, plan)
+        report = self.report = RestoreReport(
+            self._source,
+            self._target,
+            opts.as_of_us,
+            plan.base.id if plan.base else None,
+            dry_run=opts.dry_run,
+            newest_event_us=plan.base.newest_event_time_us if plan.base else None,
+            in_place=self._source == self._target,
+        )
+        # Checks the target's keys (or that it may be created) before reading anything.
+        exists = require_target(
+            self._dynamodb, self._target, schema, opts.create_table, True, lambda text: None
+        )
+        key_names = [k.name for k in schema]
+        existing: dict[str, Existing] = {unit: {} for unit in plan.units}
+        if exists:  # one consistent read of the whole target decides bulk or diff
+            for digest, entry in self._read_target(key_names, report).items():
+                existing[digest[: plan.shard_digits]][digest] = entry
+        report.mode = "diff" if report.target_items else "bulk"
+        work = list(existing.items())
+        dry = self._dry_pass(plan, work, report)
+        if dry is not None:
+            report.plan = Plan(report.target_items, dry.puts, dry.deletes, dry.unchanged, dry.added)
+            if report.in_place:
+                self._announce(f"plan for {self._target!r} in place: {report.plan.describe()}")
+            if opts.dry_run:
+                dry.fill(report, written=False)
+                report.needs_yes = big_delete_reasons(report.plan, opts.max_delete_percent)
+                require_target(
+                    self._dynamodb, self._target, schema, opts.create_table, True, self._announce
+                )
+                report.seconds = time.perf_counter() - started
+                return report
+            refuse_big_delete(self._target, report.plan, opts.max_delete_percent, opts.yes)
+
+        require_target(
+            self._dynamodb, self._target, schema, opts.create_table, False, self._announce
+        )
+        self.writing = True
+        done = self._execute(plan, work, dry_run=False, verify=opts.verify, into=report)
+        report.seconds = time.perf_counter() - started
+        if done.error is not None:
+            error = self._unit_error(plan, done.error)
+            report.stopped, report.error = True, str(error)
+            raise error
+        if report.failures:
+            report.stopped = done.stopped
+            raise RestoreWriteError(self._unwritten_message(report))
+        if opts.verify:
+            self._verify(key_names, done.digests)
+            report.verified = True
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _plan(self) -> StatePlan:
         opts = self._options
         plan = plan_state(
             self._s3,
@@ -250,24 +393,40 @@ class Restorer:
                 files_present(self._s3, self._bucket, plan.base)
             except CorruptSnapshotError as e:
                 raise self._damaged(plan.base, e) from e
-        schema = backup_key_schema(self._s3, self._dynamodb, plan)
-        report = RestoreReport(
-            self._source,
-            self._target,
-            opts.as_of_us,
-            plan.base.id if plan.base else None,
-            dry_run=opts.dry_run,
-            newest_event_us=plan.base.newest_event_time_us if plan.base else None,
-        )
-        exists = require_target(
-            self._dynamodb, self._target, schema, opts.create_table, opts.dry_run, self._announce
-        )
-        key_names = [k.name for k in schema]
-        existing: dict[str, Existing] = {unit: {} for unit in plan.units}
-        if exists and not is_empty(self._dynamodb, self._target):
-            report.mode = "diff"
-            for digest, entry in self._read_target(key_names).items():
-                existing[digest[: plan.shard_digits]][digest] = entry
+        return plan
+
+    def _dry_pass(
+        self, plan: StatePlan, work: list[tuple[str, Existing]], report: RestoreReport
+    ) -> _Totals | None:
+        """Count what the restore would do when a guard needs it (a diff, in place, a dry
+        run), and refuse an as-of before the first backed-up change."""
+        opts = self._options
+        history = plan.base is not None and plan.base.newest_event_time_us is not None
+        dry = None
+        if report.mode == "diff" or report.in_place or opts.dry_run:
+            dry = self._execute(plan, work, dry_run=True, verify=False)
+            if dry.error is not None:
+                raise self._unit_error(plan, dry.error)
+            history = history or dry.newest_event_us is not None
+        elif not history and not opts.allow_empty:
+            history = self._probe_history(plan)
+        if not opts.allow_empty:
+            refuse_before_history(self._source, opts.as_of_us, history)
+        return dry
+
+    def _execute(
+        self,
+        plan: StatePlan,
+        work: list[tuple[str, Existing]],
+        *,
+        dry_run: bool,
+        verify: bool,
+        into: RestoreReport | None = None,
+    ) -> _Totals:
+        """One pass over the units (a dry pass counts, a real one writes); stops at the
+        first unit that fails, or that could not write an item without skip_unwritable.
+        `into` is kept up to date unit by unit."""
+        opts = self._options
         units = plan.units
         executor = self._executor or ThreadUnitExecutor(min(opts.units_at_once, len(units)))
         at_once = min(len(units), executor.concurrency)
@@ -277,37 +436,33 @@ class Restorer:
             s3=self._factories[0],
             dynamodb=self._factories[1],
             key_filter=opts.key_filter,
-            dry_run=opts.dry_run,
-            keep_digests=opts.verify,
+            dry_run=dry_run,
+            keep_digests=verify,
             writers=opts.workers,
             # the units running together share the cap
             max_wcu=opts.max_wcu / at_once if opts.max_wcu else None,
             read_concurrency=opts.read_concurrency,
             skip_corrupt=opts.skip_corrupt,
+            skip_unwritable=opts.skip_unwritable,
         )
-        expected: dict[str, str] = {}
-        results = executor.map(functools.partial(restore_unit, task), list(existing.items()))
+        totals = _Totals()
+        results = executor.map(functools.partial(restore_unit, task), work)
         try:
             for done, unit in enumerate(results, start=1):
-                report.state_items += unit.state_items
-                report.puts += unit.puts
-                report.deletes += unit.deletes
-                report.unchanged += unit.unchanged
-                report.writes.add(unit.writes)
-                if unit.newest_event_us is not None:
-                    report.newest_event_us = max(report.newest_event_us or 0, unit.newest_event_us)
-                expected.update(unit.digests)
-                report.skipped += unit.skipped
-                self._progress("restore", done, len(units))
-        except CorruptSnapshotError as e:
-            if plan.base is None:
-                raise
-            raise self._damaged(plan.base, e) from e
-        if opts.verify and not opts.dry_run:
-            self._verify(key_names, expected)
-            report.verified = True
-        report.seconds = time.perf_counter() - started
-        return report
+                totals.add(unit)
+                if into is not None:
+                    totals.fill(into, written=not dry_run)
+                self._progress("plan" if dry_run else "restore", done, len(units))
+                if unit.error is not None or unit.stopped:
+                    break
+        finally:
+            _close(results)  # stopping early starts no further unit
+        return totals
+
+    def _unit_error(self, plan: StatePlan, error: BackupError) -> BackupError:
+        if isinstance(error, CorruptSnapshotError) and plan.base is not None:
+            return self._damaged(plan.base, error)
+        return error
 
     def _damaged(self, base: Manifest, error: CorruptSnapshotError) -> CorruptSnapshotError:
         """The base failed verification: say which older snapshot to use (--snapshot)."""
@@ -315,10 +470,41 @@ class Restorer:
             self._s3, self._bucket, self._prefix, self._source, base, error, "restore"
         )
 
-    def _read_target(self, key_names: list[str]) -> Existing:
-        """key hash -> (item digest, key) for the target's items in the restore's scope."""
+    def _probe_history(self, plan: StatePlan) -> bool:
+        """Whether any backed-up change is at or before the as-of: unit by unit, stopping
+        at the first unit that holds one (usually the first unit)."""
+        opts = self._options
+        states = read_state(self._s3, plan, opts.read_concurrency, skip_corrupt=opts.skip_corrupt)
+        try:
+            for state in states:
+                if state.newest_event_us is not None or state.rows or state.removed:
+                    return True
+        except BackupError as e:
+            raise self._unit_error(plan, e) from e
+        finally:
+            _close(states)
+        return False
+
+    def _unwritten_message(self, report: RestoreReport) -> str:
+        count = len(report.failures)
+        noun = "item" if count == 1 else "items"
+        if self._options.skip_unwritable:
+            return (
+                f"{count} {noun} could not be written to {self._target!r} (named above); "
+                "every other item was written"
+            )
+        return (
+            f"{count} {noun} could not be written to {self._target!r} (named above); the "
+            "restore stopped there: add --skip-unwritable to write the rest"
+        )
+
+    def _read_target(self, key_names: list[str], report: RestoreReport | None = None) -> Existing:
+        """key hash -> (item digest, key) for the target's items in the restore's scope,
+        by a parallel scan with consistent reads; counts every item into `report`."""
         existing: Existing = {}
         for item in scan(self._dynamodb, self._target):
+            if report is not None:
+                report.target_items += 1
             keys = {name: item[name] for name in key_names}
             digest = key_hash(keys)
             if self._options.key_filter.matches(digest, item):
@@ -335,3 +521,52 @@ class Restorer:
                 f"verify failed on {self._target!r}: {len(missing)} missing, {len(extra)} "
                 f"unexpected, {len(different)} different of {len(expected)} items"
             )
+
+
+@dataclass
+class _Totals:
+    """The units' results of one pass, added up."""
+
+    state_items: int = 0
+    puts: int = 0
+    deletes: int = 0
+    unchanged: int = 0
+    added: int = 0
+    newest_event_us: int | None = None
+    writes: WriteStats = field(default_factory=WriteStats)
+    digests: dict[str, str] = field(default_factory=dict)
+    skipped: list[SkippedVersion] = field(default_factory=list)
+    stopped: bool = False
+    error: BackupError | None = None
+
+    def add(self, unit: UnitRestore) -> None:
+        self.state_items += unit.state_items
+        self.puts += unit.puts
+        self.deletes += unit.deletes
+        self.unchanged += unit.unchanged
+        self.added += unit.added
+        self.writes.add(unit.writes)
+        self.digests.update(unit.digests)
+        self.skipped += unit.skipped
+        if unit.newest_event_us is not None:
+            self.newest_event_us = max(self.newest_event_us or 0, unit.newest_event_us)
+        self.stopped = self.stopped or unit.stopped
+        self.error = self.error or unit.error
+
+    def fill(self, report: RestoreReport, *, written: bool) -> None:
+        """Copy into the report: what was written (a real pass) or would be (a dry one)."""
+        report.state_items = self.state_items
+        report.unchanged = self.unchanged
+        report.puts = self.writes.puts if written else self.puts
+        report.deletes = self.writes.deletes if written else self.deletes
+        report.writes = self.writes
+        report.skipped = list(self.skipped)
+        if self.newest_event_us is not None:
+            report.newest_event_us = max(report.newest_event_us or 0, self.newest_event_us)
+
+
+def _close(results: Iterator[Any]) -> None:
+    """Close a generator that is left early (its cleanup runs now, not when collected)."""
+    close = getattr(results, "close", None)
+    if close is not None:
+        close()

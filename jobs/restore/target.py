@@ -98,14 +98,6 @@ def create_target(dynamodb: Any, table: str, schema: tuple[KeyAttribute, ...]) -
         check_schema(table, describe_target(dynamodb, table) or (), schema)
 
 
-def is_empty(dynamodb: Any, table: str) -> bool:
-    try:
-        response = dynamodb.scan(TableName=table, Limit=1)
-    except (ClientError, BotoCoreError) as e:
-        raise _storage(e, table, "Scan") from e
-    return not response.get("Items") and "LastEvaluatedKey" not in response
-
-
 def scan(dynamodb: Any, table: str, segments: int = 8) -> Iterator[Item]:
     """Every item of the table, by a parallel scan; items in our stored form."""
     with ThreadPoolExecutor(max_workers=segments, thread_name_prefix="scan") as pool:

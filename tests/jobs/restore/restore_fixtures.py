@@ -171,6 +171,9 @@ class Backup:
     ) -> Restorer:
         opts.setdefault("workers", 4)
         opts.setdefault("read_concurrency", 8)
+        # These tests check what a restore writes; the guard against big deletes is
+        # tested on its own (test_restore_guards.py), where `yes` is left off.
+        opts.setdefault("yes", True)
         return Restorer(
             self.s3,
             self.dynamodb,

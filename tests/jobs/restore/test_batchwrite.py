@@ -19,7 +19,7 @@ from jobs.restore.batchwrite import (
     MAX_REQUEST_BYTES,
     BatchWriter,
     RateLimiter,
-    RestoreWriteError,
+    UnwrittenItem,
     WriteRequest,
 )
 from jobs.restore.ddbitems import item_size, to_client_item
@@ -29,7 +29,9 @@ TABLE = "target"
 
 def put(i: int, payload: str = "") -> WriteRequest:
     item = {"pk": {"S": f"item-{i}"}, "v": {"S": payload}}
-    return WriteRequest({"PutRequest": {"Item": to_client_item(item)}}, item_size(item))
+    return WriteRequest(
+        {"PutRequest": {"Item": to_client_item(item)}}, item_size(item), {"pk": item["pk"]}
+    )
 
 
 def pk_of(request: dict[str, Any]) -> str:
@@ -182,13 +184,70 @@ def test_throttling_errors_are_retried() -> None:
 def test_a_permanent_error_raises_without_retrying() -> None:
     def refuse(number: int, requests: list[dict[str, Any]]) -> Any:
         raise ClientError(
-            {"Error": {"Code": "ValidationException", "Message": "bad item"}}, "BatchWriteItem"
+            {"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "BatchWriteItem"
         )
 
     fake = FakeDynamoDB(refuse)
-    with pytest.raises(StorageError, match="BatchWriteItem on target: ValidationException"):
+    with pytest.raises(StorageError, match="BatchWriteItem on target: AccessDeniedException"):
         write_all(fake, [put(i) for i in range(10)])
     assert len(fake.calls) == 1
+
+
+def _refuse_item(bad: set[str]) -> Behaviour:
+    """DynamoDB refuses a whole request that holds an invalid item, and writes nothing."""
+
+    def behaviour(number: int, requests: list[dict[str, Any]]) -> Any:
+        if any(pk_of(r) in bad for r in requests):
+            raise ClientError(
+                {
+                    "Error": {
+                        "Code": "ValidationException",
+                        "Message": "Item size has exceeded the maximum allowed size",
+                    }
+                },
+                "BatchWriteItem",
+            )
+        return []
+
+    return behaviour
+
+
+def test_an_invalid_item_is_named_and_the_others_of_its_batch_are_written() -> None:
+    # GIVEN a batch of 25 where DynamoDB refuses item-7 (and with it the whole request)
+    fake = FakeDynamoDB(_refuse_item({"item-7"}))
+    writer = BatchWriter(fake, TABLE, workers=1, sleep=Sleeps())
+    # WHEN it is written
+    writer.submit([put(i) for i in range(25)])
+    stats = writer.close()
+    # THEN the request is halved until item-7 is alone, the 24 others are written, and
+    # item-7 is named with DynamoDB's reason
+    assert sorted(fake.written) == sorted(f"item-{i}" for i in range(25) if i != 7)
+    assert stats.failed == [
+        UnwrittenItem(
+            {"pk": {"S": "item-7"}},
+            "put",
+            "refused by DynamoDB: Item size has exceeded the maximum allowed size",
+        )
+    ]
+    assert (stats.items, stats.puts, stats.deletes) == (24, 24, 0)
+    assert len(fake.calls) <= 1 + 2 * 5  # a halving per level, log2(25) levels
+    assert writer.stopped
+
+
+def test_after_an_unwritable_item_no_further_batch_is_sent() -> None:
+    fake = FakeDynamoDB(_refuse_item({"item-3"}))
+    stats, _ = write_all(fake, [put(i) for i in range(25 * 20)], workers=1)
+    assert [f.key for f in stats.failed] == [{"pk": {"S": "item-3"}}]
+    assert len(fake.written) == 24  # the other items of the first batch only
+    assert len(fake.calls) < 20
+
+
+def test_skip_unwritable_writes_every_other_item() -> None:
+    fake = FakeDynamoDB(_refuse_item({"item-3", "item-260"}))
+    stats, _ = write_all(fake, [put(i) for i in range(25 * 20)], skip_unwritable=True)
+    assert sorted(f.key["pk"]["S"] for f in stats.failed if f.key) == ["item-260", "item-3"]
+    assert len(fake.written) == 500 - 2
+    assert stats.items == 498
 
 
 def test_a_connection_error_raises_a_storage_error() -> None:
@@ -211,27 +270,47 @@ def test_permanent_error_in_a_later_batch_stops_the_writer() -> None:
     assert len(fake.calls) < 40  # the producer stopped early
 
 
-def test_items_that_stay_unprocessed_raise_restore_write_error() -> None:
+def test_items_that_stay_unprocessed_are_named() -> None:
     fake = FakeDynamoDB(lambda number, requests: requests[-2:])
-    with pytest.raises(RestoreWriteError) as failure:
-        write_all(fake, [put(i) for i in range(10)], max_attempts=4)
-    message = str(failure.value)
-    assert message == (
-        "2 items not written to target after 4 attempts (throttled or unprocessed); "
-        "rerun the restore to converge"
-    )
+    stats, _ = write_all(fake, [put(i) for i in range(10)], max_attempts=4)
+    assert stats.failed == [
+        UnwrittenItem(
+            {"pk": {"S": f"item-{i}"}}, "put", "unprocessed (throttled) on each of 4 attempts"
+        )
+        for i in (8, 9)
+    ]
     assert len(fake.calls) == 4
     assert sorted(fake.written) == sorted(f"item-{i}" for i in range(8))
+    assert stats.items == 8
 
 
-def test_persistent_throttling_raises_restore_write_error() -> None:
+def test_persistent_throttling_names_the_items() -> None:
     def always(number: int, requests: list[dict[str, Any]]) -> Any:
         raise throttle_error()
 
     fake = FakeDynamoDB(always)
-    with pytest.raises(RestoreWriteError, match="3 items not written to target after 5 attempts"):
-        write_all(fake, [put(i) for i in range(3)], max_attempts=5)
+    stats, _ = write_all(fake, [put(i) for i in range(3)], max_attempts=5)
+    assert [f.key for f in stats.failed] == [{"pk": {"S": f"item-{i}"}} for i in range(3)]
+    assert {f.reason for f in stats.failed} == {
+        "throttled (ProvisionedThroughputExceededException) on each of 5 attempts"
+    }
     assert len(fake.calls) == 5
+    assert stats.items == 0
+
+
+def test_deletes_are_counted_apart_from_puts() -> None:
+    class Accepting:
+        def batch_write_item(self, RequestItems: dict[str, list[Any]]) -> Any:  # noqa: N803
+            return {"UnprocessedItems": {}}
+
+    deletes = [
+        WriteRequest({"DeleteRequest": {"Key": {"pk": {"S": f"gone-{i}"}}}}, 20, None)
+        for i in range(3)
+    ]
+    stats, _ = write_all(Accepting(), [put(1), *deletes, put(2)])  # type: ignore[arg-type]
+    assert (stats.items, stats.puts, stats.deletes) == (5, 2, 3)
+    assert [r.action for r in deletes] == ["delete"] * 3
+    assert put(1).action == "put"
 
 
 def test_backoff_grows_exponentially_up_to_the_cap(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -259,7 +259,7 @@ def test_partial_restore_of_listed_keys(
     code = main(
         [
             *("restore", "--bucket", BUCKET, "--table", TABLE, "--to", TARGET),
-            *("--as-of", str(as_of / SECOND), "--keys", str(keys_file), "--json"),
+            *("--as-of", str(as_of / SECOND), "--keys", str(keys_file), "--json", "--yes"),
         ]
     )
     out, err = capsys.readouterr()
@@ -291,7 +291,7 @@ def test_partial_restore_of_one_partition(
     code = main(
         [
             *("restore", "--bucket", BUCKET, "--table", TABLE, "--to", TARGET),
-            *("--as-of", str(as_of / SECOND), "--key-prefix", "b", "--json"),
+            *("--as-of", str(as_of / SECOND), "--key-prefix", "b", "--json", "--yes"),
         ]
     )
     out, err = capsys.readouterr()
