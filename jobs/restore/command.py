@@ -118,7 +118,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     failures.add_argument(
         "--failures-out",
         metavar="FILE",
-        help="write every item not written here, one JSON object a line (--keys reads it)",
+        help="write every item not written here, one JSON object a line, for --keys "
+        "(default: only --json lists them all)",
     )
     add_executor_arguments(parser)
     parser.set_defaults(run=run)
