@@ -166,6 +166,8 @@ class UnitState:
     carried: int = 0
     newest_event_us: int | None = None
     skipped: list[SkippedVersion] = field(default_factory=list)
+    # keys whose row (or tombstone, or absence) is not the base's: what changed after it
+    changed: set[str] = field(default_factory=set)
 
 
 class StateReader:
@@ -200,7 +202,10 @@ class StateReader:
         self._read_all(key_plans, state)
         rows = dict(base_rows)
         for key_plan in key_plans:
-            chosen = key_plan.winner(base_rows.get(key_plan.key_hash))
+            base_row = base_rows.get(key_plan.key_hash)
+            chosen = key_plan.winner(base_row)
+            if chosen is not base_row:
+                state.changed.add(key_plan.key_hash)
             if chosen is None:
                 rows.pop(key_plan.key_hash, None)
             else:

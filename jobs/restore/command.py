@@ -15,6 +15,7 @@ from jobs.cli.args import add_executor_arguments, executor_from, parse_time, pos
 from jobs.cli.clients import ClientFactory, make_client, settings_from
 from jobs.cli.options import add_setting
 from jobs.cli.progress import progress_for
+from jobs.restore import importtable
 from jobs.restore.guards import DEFAULT_MAX_DELETE_PERCENT
 from jobs.restore.keys import KeyFilter, partition_filter, read_key_file
 from jobs.restore.restorer import RestoreOptions, Restorer, RestoreReport, backup_key_schema
@@ -121,6 +122,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="write every item not written here, one JSON object a line, for --keys "
         "(default: only --json lists them all)",
     )
+    parser.add_argument(
+        "--via",
+        choices=["batch-write", "import-table"],
+        default="batch-write",
+        help="batch-write: BatchWriteItem every item; import-table: DynamoDB ImportTable "
+        "creates --to from a full snapshot (no write capacity), then BatchWriteItem applies "
+        "the changes after it (needs --create-table; a new table only)",
+    )
     add_executor_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -158,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.failures_out:
         write_failures(args.failures_out, _NO_FAILURES)  # fails now if it cannot be written
+    if args.via == "import-table":
+        return importtable.run_command(args, as_of)
     settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers + 8)
     s3 = make_client("s3", settings)
     dynamodb = make_client("dynamodb", settings)
