@@ -13,8 +13,8 @@ from compaction.importexport import ExportImporter, ImportOptions, ImportReport
 from compaction.manifest import KeyAttribute
 from jobs.cli.args import add_executor_arguments, executor_from, positive_int
 from jobs.cli.clients import ClientFactory, make_client, settings_from
-from jobs.cli.output import emit_json
-from jobs.cli.progress import ProgressBar
+from jobs.cli.output import emit_json, note
+from jobs.cli.progress import progress_for
 
 _TYPES = frozenset({"S", "N", "B"})
 _ROLES = frozenset({"HASH", "RANGE"})
@@ -96,7 +96,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     key_schema = parse_key_schema(args.key_schema) if args.key_schema else None
     settings = settings_from(args, max_pool_connections=args.workers * (args.writers + 2) + 8)
-    progress = ProgressBar(enabled=False if args.json else None)
+    progress = progress_for(args)
     executor = executor_from(args)
     importer = ExportImporter(
         make_client("s3", settings),
@@ -123,6 +123,10 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
         if executor is not None:
             executor.close()
+    for folder in report.unfinished:
+        note(args, f"skipped {folder}: the export has not finished (no manifest-summary.json)")
+    for gap in report.gaps:
+        note(args, f"gap: {gap.describe()} (allowed by --allow-gap)")
     if args.json:
         emit_json(as_json(report))
     else:
@@ -147,10 +151,6 @@ def as_json(report: ImportReport) -> dict[str, Any]:
 
 
 def print_report(report: ImportReport) -> None:
-    for folder in report.unfinished:
-        print(f"skipped {folder}: the export has not finished (no manifest-summary.json)")
-    for gap in report.gaps:
-        print(f"gap: {gap.describe()} (allowed)")
     for outcome in report.exports:
         when = format_time_us(outcome.start_us)
         if outcome.export_type == "FULL_EXPORT":

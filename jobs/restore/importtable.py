@@ -39,7 +39,7 @@ from compaction.s3errors import translate
 from compaction.state import StateReader, plan_state
 from jobs.cli.args import executor_from
 from jobs.cli.clients import ClientFactory, make_client, settings_from
-from jobs.cli.output import emit_json
+from jobs.cli.output import emit_json, warn
 from jobs.cli.progress import progress_for
 from jobs.restore.batchwrite import BatchWriter, WriteRequest, WriteStats
 from jobs.restore.ddbitems import item_size, to_client_item
@@ -258,6 +258,7 @@ class ImportTableRestorer:
         prefix: str = "",
         options: ImportTableOptions,
         announce: Callable[[str], None] = print,
+        warn: Callable[[str], None] | None = None,
         progress: Callable[[str, int, int], None] | None = None,
         executor: UnitExecutor | None = None,
         client_factories: tuple[Callable[[], Any], Callable[[], Any]] | None = None,
@@ -271,6 +272,7 @@ class ImportTableRestorer:
         self._prefix = prefix
         self._options = options
         self._announce = announce
+        self._warn = warn or announce
         self._progress = progress or (lambda phase, done, total: None)
         self._executor = executor
         if executor is not None and executor.distributed and client_factories is None:
@@ -316,7 +318,7 @@ class ImportTableRestorer:
             dry_run=opts.dry_run,
         )
         for what in report.not_carried:
-            self._announce(f"not carried to {self._target}: {what}")
+            self._warn(f"not carried to {self._target}: {what}")
         if not opts.dry_run:
             self._import(report)
         self._apply_changes(plan, report)
@@ -446,6 +448,7 @@ def run_command(args: Any, as_of_us: int) -> int:
             skip_corrupt=args.skip_corrupt,
         ),
         announce=announce,
+        warn=warn,
         progress=progress,
         executor=executor,
         client_factories=(ClientFactory("s3", settings), ClientFactory("dynamodb", settings)),
