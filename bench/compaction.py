@@ -35,8 +35,8 @@ from bench.common import (
     write_changes,
 )
 from compaction import catalog
+from compaction.chain import chain_rows, load_chain
 from compaction.compactor import CompactionConfig, Compactor
-from compaction.snapshot_io import read_base_rows
 
 # Versions of one key are written this far apart: more than LastModified's 1 s resolution
 # plus the 1 s skew allowance, as real traffic on an item mostly is.
@@ -125,7 +125,9 @@ def withdraw(s3: Any, bucket: str, manifest: Any) -> None:
 
 
 def rows_of(s3: Any, bucket: str, manifest: Any) -> dict[str, tuple[str, int, str]]:
-    rows = read_base_rows(s3, bucket, manifest, "")
+    """The snapshot's items (its chain resolved, for a delta)."""
+    chain = load_chain(s3, bucket, PREFIX, TABLE, manifest)
+    rows = {d: r for d, r in chain_rows(s3, bucket, chain, "").items() if not r.change.is_removal}
     return {
         d: (
             json.dumps(r.change.new_image, sort_keys=True),

@@ -40,6 +40,7 @@ from compaction.columns import choose_columns, collect
 from compaction.filecache import FileCache
 from compaction.fold import Row
 from compaction.manifest import Column, Counts, KeyAttribute, Manifest, snapshot_id
+from compaction.rowformat import DATA_LAYOUT
 from compaction.snapshot_io import rows_table, upload, write_export, write_parquet
 from jobs.query.sql import SqlSession
 
@@ -109,6 +110,7 @@ def build_snapshot(
         counts=Counts(items, items, items, items, 0),
         newest_event_time_us=as_of - 1000,
         run_id=run,
+        data_layout=DATA_LAYOUT,
     )
     catalog.commit(s3, bucket, PREFIX, manifest)
     return manifest, parquet_paths, json_paths

@@ -11,13 +11,19 @@ from __future__ import annotations
 import base64
 import decimal
 import json
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from backup_lambda.ddbjson import EXACT, AttributeValue, Item
 
+# Names a typed column never takes (an attribute so named stays in the lossless item):
+# the system columns of data layouts 1 and 2.
 SYSTEM_COLUMNS = (
+    "__key",
+    "__rest",
+    "__rest_overrides",
     "__key_hash",
     "__item",
     "__event_time",
@@ -104,14 +110,27 @@ def merge_stats(parts: Iterable[Stats]) -> Stats:
     return merged
 
 
+def _ascii_lower(name: str) -> str:
+    return name.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+_SYSTEM_FOLDED = frozenset(_ascii_lower(n) for n in SYSTEM_COLUMNS)
+
+
+def is_system_name(name: str) -> bool:
+    """Named like a system column as SQL sees names (ASCII letters without case)."""
+    return _ascii_lower(name) in _SYSTEM_FOLDED
+
+
 def choose_columns(
     stats: Mapping[str, AttributeStats], key_names: Iterable[str]
 ) -> list[tuple[str, str]]:
     """(name, type) of the typed columns: key attributes first, then the most common ones."""
     # An attribute named like a system column stays only in the lossless item.
-    keys = [k for k in key_names if k in stats and k not in SYSTEM_COLUMNS]
+    keys = [k for k in key_names if k in stats and not is_system_name(k)]
     others = sorted(
-        (name for name in stats if name not in keys and name not in SYSTEM_COLUMNS),
+        (name for name in stats if name not in keys and not is_system_name(name)),
         key=lambda name: (-stats[name].count, name),
     )[: max(0, MAX_TYPED_COLUMNS - len(keys))]
     return [(name, stats[name].column_type()) for name in [*keys, *sorted(others)]]

@@ -1,4 +1,5 @@
-"""The compaction job: fold a table's object versions up to T into one committed snapshot."""
+"""The compaction job: fold a table's object versions up to T into one committed snapshot,
+a full one or a delta on the newest earlier snapshot (compaction.policy decides)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,28 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from backup_lambda.errors import CorruptSnapshotError
 from compaction import catalog, exportmanifests
-from compaction.columns import choose_columns, merge_stats
+from compaction.columns import AttributeStats, Stats, choose_columns, merge_stats
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
 from compaction.fallback import damaged_snapshot
 from compaction.keyschema import resolve_key_schema
-from compaction.manifest import Column, ColumnStats, Counts, Manifest, snapshot_id
+from compaction.manifest import Column, ColumnStats, Counts, DataFile, Manifest, snapshot_id
+from compaction.policy import SnapshotPolicy, column_change, decide, delta_columns
+from compaction.rowformat import DATA_LAYOUT
 from compaction.state import DEFAULT_CLOCK_SKEW_US, plan_state
-from compaction.tasks import UnitResult, UnitTask, phase_one, phase_two
+from compaction.tasks import (
+    UnitChangeResult,
+    UnitResult,
+    UnitTask,
+    phase_changes,
+    phase_delta,
+    phase_full,
+    phase_parquet,
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,7 @@ class CompactionConfig:
     skip_corrupt: bool = False
     rebuild: bool = False  # read no snapshot at all: fold every object version (a full build)
     base_snapshot: str | None = None  # build on this snapshot, not the newest (--snapshot)
+    policy: SnapshotPolicy = field(default_factory=SnapshotPolicy)  # delta or full
 
 
 @dataclass(frozen=True)
@@ -86,7 +98,7 @@ class Compactor:
             self._prefix,
             self._table,
             as_of_us,
-            full=self._config.full or self._config.rebuild,
+            full=self._rebuilt,
             shard_digits=self._config.shard_digits,
             skew_us=self._config.clock_skew_us,
             base_id=self._config.base_snapshot,
@@ -107,36 +119,62 @@ class Compactor:
                 skip_corrupt=self._config.skip_corrupt,
                 local_dir=None if self._executor.distributed else tmp,
             )
-            try:
-                results: list[UnitResult] = self._map(
-                    functools.partial(phase_one, task), plan.units, "list+fold"
-                )
-            except CorruptSnapshotError as e:
-                if base is None:
-                    raise
-                raise damaged_snapshot(
-                    self._s3, self._bucket, self._prefix, self._table, base, e, "compact"
-                ) from e
-            stats = merge_stats(r.stats for r in results)
+            changes: list[UnitChangeResult] = self._checked(
+                base, functools.partial(phase_changes, task), plan.units, "list+fold"
+            )
             key_schema, source = resolve_key_schema(
                 self._dynamodb,
                 self._table,
                 base,
-                next((r.sample_keys for r in results if r.sample_keys), None),
+                next((r.sample_keys for r in changes if r.sample_keys), None),
             )
-            columns = tuple(
-                Column(name, kind)
-                for name, kind in choose_columns(stats, [k.name for k in key_schema])
+            key_names = [k.name for k in key_schema]
+            changed_stats = merge_stats(r.stats for r in changes)
+            merged = changed_stats
+            wanted: tuple[Column, ...] = ()
+            problem = None
+            if base is not None:
+                merged = merge_stats([stats_of(base.column_stats), changed_stats])
+                wanted = _columns(merged, key_names)
+                problem = column_change(base.columns, wanted)
+            decision = decide(
+                self._config.policy,
+                base,
+                sum(r.changed for r in changes),
+                problem,
+                rebuilt=self._rebuilt,
             )
-            parquet = self._map(functools.partial(_phase_two, task, columns), results, "parquet")
-        files = tuple(
-            f
-            for f in [*(r.export for r in results), *(r.tombstones for r in results), *parquet]
-            if f is not None
-        )
-        newest = [r.newest_event_us for r in results if r.newest_event_us is not None]
+            if decision.kind == "delta" and base is not None:
+                columns = delta_columns(base.columns, wanted)
+                written = self._map(
+                    functools.partial(_phase_delta, task, columns), changes, "write delta"
+                )
+                files = [f for unit_files in written for f in unit_files]
+                stats = merged
+                items = base.item_count + sum(r.items_delta for r in changes)
+                live = sum(f.rows for f in files if f.format == "parquet")
+                removed = sum(f.rows for f in files if f.format == "tombstones")
+                counts_extra = (items - live, removed)
+            else:
+                fulls: list[UnitResult] = self._checked(
+                    base, functools.partial(phase_full, task), changes, "rows"
+                )
+                stats = merge_stats(r.stats for r in fulls)
+                columns = _columns(stats, key_names)
+                parquet = self._map(
+                    functools.partial(_phase_parquet, task, columns), fulls, "parquet"
+                )
+                files = [
+                    f
+                    for f in [*(r.export for r in fulls), *(r.tombstones for r in fulls), *parquet]
+                    if f is not None
+                ]
+                items = sum(r.rows for r in fulls)
+                counts_extra = (sum(r.carried for r in fulls), sum(r.removed for r in fulls))
+        newest = [r.newest_event_us for r in changes if r.newest_event_us is not None]
         if base is not None and base.newest_event_time_us is not None:
             newest.append(base.newest_event_time_us)
+        delta = decision.kind == "delta" and base is not None
         manifest = Manifest(
             id=snapshot,
             table=self._table,
@@ -150,20 +188,25 @@ class Compactor:
             columns=columns,
             files=tuple(sorted(files, key=lambda f: (f.format, f.unit))),
             counts=Counts(
-                items=sum(r.rows for r in results),
-                versions_listed=sum(r.listed for r in results),
-                objects_read=sum(r.read for r in results),
-                changed_keys=sum(r.changed_keys for r in results),
-                carried_rows=sum(r.carried for r in results),
-                removed=sum(r.removed for r in results),
+                items=items,
+                versions_listed=sum(r.listed for r in changes),
+                objects_read=sum(r.read for r in changes),
+                changed_keys=sum(r.changed_keys for r in changes),
+                carried_rows=counts_extra[0],
+                removed=counts_extra[1],
             ),
             newest_event_time_us=max(newest) if newest else None,
             run_id=run_id,
-            skipped=tuple(s for r in results for s in r.skipped),
+            skipped=tuple(s for r in changes for s in r.skipped),
+            kind="delta" if delta else "full",
+            parent=base.id if delta and base else None,
+            depth=base.depth + 1 if delta and base else 0,
             column_stats=tuple(
                 ColumnStats(name, tuple(sorted(s.tags)), s.max_integer_digits, s.max_scale, s.count)
                 for name, s in sorted(stats.items())
             ),
+            data_layout=DATA_LAYOUT,
+            policy_reason=decision.reason,
         )
         # DynamoDB-style export manifests beside the export files, before the commit.
         manifest = exportmanifests.add_export_manifests(
@@ -176,6 +219,23 @@ class Compactor:
         catalog.commit(self._s3, self._bucket, self._prefix, manifest)
         return CompactionResult(manifest, created=True, seconds=time.perf_counter() - started)
 
+    @property
+    def _rebuilt(self) -> bool:
+        return self._config.full or self._config.rebuild
+
+    def _checked(
+        self, base: Manifest | None, work: Callable[[Any], Any], items: list[Any], phase: str
+    ) -> list[Any]:
+        """_map, where a base (chain) file that fails verification names what to run instead."""
+        try:
+            return self._map(work, items, phase)
+        except CorruptSnapshotError as e:
+            if base is None:
+                raise
+            raise damaged_snapshot(
+                self._s3, self._bucket, self._prefix, self._table, base, e, "compact"
+            ) from e
+
     def _map(self, work: Callable[[Any], Any], items: list[Any], phase: str) -> list[Any]:
         results = []
         for done, result in enumerate(self._executor.map(work, items), start=1):
@@ -184,5 +244,23 @@ class Compactor:
         return results
 
 
-def _phase_two(task: UnitTask, columns: tuple[Column, ...], result: UnitResult) -> Any:
-    return phase_two(task, result, columns)
+def _phase_parquet(task: UnitTask, columns: tuple[Column, ...], result: UnitResult) -> Any:
+    return phase_parquet(task, result, columns)
+
+
+def _phase_delta(
+    task: UnitTask, columns: tuple[Column, ...], result: UnitChangeResult
+) -> list[DataFile]:
+    return phase_delta(task, columns, result)
+
+
+def _columns(stats: Stats, key_names: list[str]) -> tuple[Column, ...]:
+    return tuple(Column(name, kind) for name, kind in choose_columns(stats, key_names))
+
+
+def stats_of(recorded: tuple[ColumnStats, ...]) -> Stats:
+    """A manifest's column statistics as mergeable statistics."""
+    return {
+        s.name: AttributeStats(set(s.tags), s.max_integer_digits, s.max_scale, s.count)
+        for s in recorded
+    }

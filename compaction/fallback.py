@@ -9,27 +9,32 @@ checksums too), which restore, query and compact accept as `--snapshot ID`; or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from backup_lambda.errors import CorruptSnapshotError
 from compaction import catalog, verified
+from compaction.chain import load_chain
 from compaction.manifest import Manifest
 
 _HEADS_IN_FLIGHT = 16
 
 
-def files_present(s3: Any, bucket: str, manifest: Manifest) -> None:
-    """Every file the manifest lists exists at its pinned version with its recorded size;
-    raises CorruptSnapshotError naming the first that does not."""
-    if not manifest.files:
+def files_present(s3: Any, bucket: str, manifest: Manifest, chain: Sequence[Manifest] = ()) -> None:
+    """Every file the manifest lists (and, for a delta, every file of its `chain`) exists
+    at its pinned version with its recorded size; raises CorruptSnapshotError naming the
+    first that does not."""
+    files = [f for level in (chain or [manifest]) for f in level.files]
+    if not files:
         return
-    with ThreadPoolExecutor(min(_HEADS_IN_FLIGHT, len(manifest.files))) as pool:
-        list(pool.map(lambda f: verified.check_present(s3, bucket, f), manifest.files))
+    with ThreadPoolExecutor(min(_HEADS_IN_FLIGHT, len(files))) as pool:
+        list(pool.map(lambda f: verified.check_present(s3, bucket, f), files))
 
 
 def sound_older(s3: Any, bucket: str, prefix: str, table: str, damaged: str) -> Manifest | None:
-    """The newest committed snapshot older than `damaged` whose files are all present."""
+    """The newest committed snapshot older than `damaged` whose files (and its chain's)
+    are all present."""
     for candidate in reversed(catalog.list_snapshot_ids(s3, bucket, prefix, table)):
         if candidate >= damaged:
             continue
@@ -37,7 +42,8 @@ def sound_older(s3: Any, bucket: str, prefix: str, table: str, damaged: str) -> 
         if manifest is None:
             continue
         try:
-            files_present(s3, bucket, manifest)
+            chain = load_chain(s3, bucket, prefix, table, manifest)
+            files_present(s3, bucket, manifest, chain.levels)
         except CorruptSnapshotError:
             continue
         return manifest

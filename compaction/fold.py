@@ -29,18 +29,31 @@ class Version:
 
 @dataclass(frozen=True)
 class Row:
-    """An item's chosen change and the stored version it came from."""
+    """An item's chosen change and the stored version it came from.
+
+    A row read from a snapshot (`from_snapshot`) no longer knows its S3 version (layout 2
+    does not store it): among copies of one change it wins, so a replayed copy never
+    replaces what a snapshot already holds (copies hold the same change)."""
 
     key_hash: str
     change: Change
     version_id: str
     written_at_us: int
+    from_snapshot: bool = False
+    key_text: str | None = None  # the canonical key text, when known (snapshot rows)
 
     @property
-    def rank(self) -> tuple[int, int, int, str]:
-        """Greater wins: newer change; among copies of one change, the earlier write."""
+    def rank(self) -> tuple[int, int, bool, int, str]:
+        """Greater wins: newer change; among copies of one change, the snapshot's row, then
+        the earlier write."""
         event_time, sequence = self.change.order
-        return (event_time, sequence, -self.written_at_us, _invert(self.version_id))
+        return (
+            event_time,
+            sequence,
+            self.from_snapshot,
+            -self.written_at_us,
+            _invert(self.version_id),
+        )
 
 
 def _invert(text: str) -> str:

@@ -108,6 +108,10 @@ class Manifest:
     clock: ClockReading | None = None
     change_source: str = "listing"  # how changes after the base were found: listing | journal
     origin: str = "compaction"  # what built it: compaction | import-export
+    # How rows are stored in its Parquet files: 1 (release 1: key hash, whole item, version
+    # id per row) or 2 (canonical key text, typed columns plus the rest of the item; FORMAT.md).
+    data_layout: int = 1
+    policy_reason: str | None = None  # why the compaction wrote this kind of snapshot
     manifest_version: int = MANIFEST_VERSION  # the version this manifest was read as
 
     @property
@@ -173,6 +177,8 @@ class Manifest:
                 clock=ClockReading(**clock) if clock else None,
                 change_source=doc.get("change_source", "listing"),
                 origin=doc.get("origin", "compaction"),
+                data_layout=int(doc.get("data_layout", 1)),
+                policy_reason=doc.get("policy_reason"),
                 manifest_version=int(doc["version"]),
             )
         except CorruptVersionError:

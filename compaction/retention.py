@@ -1,5 +1,5 @@
-"""Retention, as pure decisions: which snapshots to keep, and the safe lifecycle rule for
-the noncurrent versions of item objects."""
+"""Retention, as pure decisions: which snapshots to keep (with every snapshot a kept delta's
+chain needs), and the safe lifecycle rule for the noncurrent versions of item objects."""
 
 from __future__ import annotations
 
@@ -41,6 +41,31 @@ def split_snapshots(
     ]
     kept_ids = {m.id for m in kept}
     return kept, [m for m in ordered if m.id not in kept_ids]
+
+
+def keep_chains(
+    kept: Sequence[Manifest], expired: Sequence[Manifest]
+) -> tuple[list[Manifest], list[Manifest], dict[str, str]]:
+    """Moves to `kept` every snapshot a kept delta's chain needs (its parent, the parent's
+    parent, ... down to the full snapshot). Returns (kept, expired, why) with `why` mapping
+    each snapshot kept only for a chain to the kept snapshot that needs it, oldest first."""
+    by_id = {m.id: m for m in [*kept, *expired]}
+    keep = {m.id for m in kept}
+    why: dict[str, str] = {}
+    for manifest in sorted(kept, key=lambda m: m.as_of_us, reverse=True):
+        parent = manifest.parent if manifest.kind == "delta" else None
+        while parent is not None and parent in by_id:
+            if parent not in keep:
+                keep.add(parent)
+                why[parent] = manifest.id
+            ancestor = by_id[parent]
+            parent = ancestor.parent if ancestor.kind == "delta" else None
+    ordered = sorted(by_id.values(), key=lambda m: m.as_of_us)
+    return (
+        [m for m in ordered if m.id in keep],
+        [m for m in ordered if m.id not in keep],
+        why,
+    )
 
 
 def reach_start_us(oldest_kept: Manifest, skew_us: int) -> int:

@@ -1,8 +1,10 @@
-"""The state of a table as of T: a base snapshot plus the object versions after it.
+"""The state of a table as of T: a base snapshot (with its chain) plus the object versions
+after it.
 
-Shared by compaction (which writes the state as a snapshot), restore (which writes it to
-DynamoDB) and query (which serves it to SQL). Work is split into units by key-hash prefix;
-each unit is listed, read and folded on its own, so memory is bounded by a unit.
+Shared by compaction (which writes the state, or what changed, as a snapshot), restore
+(which writes it to DynamoDB) and query (which serves it to SQL). Work is split into units
+by key-hash prefix; each unit is listed, read and folded on its own, so memory is bounded
+by a unit. The base rows come from compaction.chain (the chain resolved per unit).
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from backup_lambda.layout import (
     key_hash,
 )
 from compaction import catalog
+from compaction.chain import chain_rows, load_chain
 from compaction.fold import LAST_MODIFIED_RESOLUTION_US, KeyPlan, Row, Version, candidates_for
 from compaction.manifest import Manifest, SkippedVersion
 from compaction.s3errors import translate
 from compaction.s3read import get_bytes
-from compaction.snapshot_io import read_base_rows
 from compaction.versions import VersionRef, has_objects, iter_versions
 
 DEFAULT_CLOCK_SKEW_US = 1_000_000
@@ -76,6 +78,7 @@ class StatePlan:
     shard_digits: int
     skew_us: int = DEFAULT_CLOCK_SKEW_US
     estimated_items: int = 0  # the base's items, else an estimate from one LIST
+    chain: tuple[Manifest, ...] = ()  # the base's chain, its full snapshot first (base last)
 
     @property
     def units(self) -> list[str]:
@@ -112,6 +115,7 @@ def plan_state(
         base = chosen_snapshot(s3, bucket, prefix, table, base_id, as_of_us)
     else:
         base = None if full else catalog.newest_at_or_before(s3, bucket, prefix, table, as_of_us)
+    chain = load_chain(s3, bucket, prefix, table, base).levels if base is not None else ()
     since_us = None
     if base is not None:
         since_us = (
@@ -121,7 +125,7 @@ def plan_state(
     if shard_digits is None:
         shard_digits = auto_shard_digits(estimate)
     return StatePlan(
-        bucket, prefix, table, as_of_us, base, since_us, shard_digits, skew_us, estimate
+        bucket, prefix, table, as_of_us, base, since_us, shard_digits, skew_us, estimate, chain
     )
 
 
@@ -170,6 +174,18 @@ class UnitState:
     changed: set[str] = field(default_factory=set)
 
 
+@dataclass
+class UnitChanges:
+    """What changed in one unit against the base's chain: the changed keys' winning rows
+    (removals included), which of them were live in the chain, and the item count's change."""
+
+    unit: str
+    state: UnitState  # listing and reading counts, newest event, skipped versions
+    rows: list[Row] = field(default_factory=list)
+    parent_live: set[str] = field(default_factory=set)
+    items_delta: int = 0
+
+
 class StateReader:
     """Lists, reads and folds one unit at a time; GETs run on the `reads` executor."""
 
@@ -185,19 +201,8 @@ class StateReader:
         plan = self._plan
         state = UnitState(unit)
         versions = self._list(unit, state)
-        base_rows = (
-            read_base_rows(self._s3, plan.bucket, plan.base, unit, tombstones=True)
-            if plan.base
-            else {}
-        )
-        key_plans = []
-        for digest, listed in versions.items():
-            base_row = base_rows.get(digest)
-            candidates = candidates_for(listed, base_row, plan.since_us)
-            if candidates:
-                key_plans.append(
-                    KeyPlan(digest, candidates, plan.as_of_us, plan.skew_us, best=base_row)
-                )
+        base_rows = chain_rows(self._s3, plan.bucket, plan.chain, unit)
+        key_plans = self._plans(versions, base_rows)
         state.changed_keys = len(key_plans)
         self._read_all(key_plans, state)
         rows = dict(base_rows)
@@ -223,6 +228,55 @@ class StateReader:
         state.rows = [r for r in ordered if not r.change.is_removal]
         state.removed = [r for r in ordered if r.change.is_removal]
         return state
+
+    def changes(self, unit: str) -> UnitChanges:
+        """Only what changed in `unit` against the base's chain: per key with versions
+        written after the base, the winning change if it is not the chain's row. The chain
+        is read for those keys alone, and without images (a delta needs no more)."""
+        plan = self._plan
+        state = UnitState(unit)
+        versions = self._list(unit, state)
+        fresh = {
+            digest
+            for digest, listed in versions.items()
+            if plan.since_us is None or any(v.last_modified_us > plan.since_us for v in listed)
+        }
+        base_rows = chain_rows(self._s3, plan.bucket, plan.chain, unit, items=False, wanted=fresh)
+        key_plans = self._plans(versions, base_rows)
+        state.changed_keys = len(key_plans)
+        self._read_all(key_plans, state)
+        result = UnitChanges(unit, state)
+        for key_plan in key_plans:
+            base_row = base_rows.get(key_plan.key_hash)
+            chosen = key_plan.winner(base_row)
+            for row in key_plan.read:
+                if row.change.event_time_us <= plan.as_of_us:
+                    state.newest_event_us = max(
+                        state.newest_event_us or 0, row.change.event_time_us
+                    )
+            if chosen is None or chosen is base_row:
+                continue
+            was_live = base_row is not None and not base_row.change.is_removal
+            if was_live:
+                result.parent_live.add(key_plan.key_hash)
+            result.rows.append(chosen)
+            result.items_delta += int(not chosen.change.is_removal) - int(was_live)
+        result.rows.sort(key=lambda r: r.key_hash)
+        return result
+
+    def _plans(
+        self, versions: dict[str, list[Version]], base_rows: dict[str, Row]
+    ) -> list[KeyPlan]:
+        plan = self._plan
+        key_plans = []
+        for digest, listed in versions.items():
+            base_row = base_rows.get(digest)
+            candidates = candidates_for(listed, base_row, plan.since_us)
+            if candidates:
+                key_plans.append(
+                    KeyPlan(digest, candidates, plan.as_of_us, plan.skew_us, best=base_row)
+                )
+        return key_plans
 
     def _list(self, unit: str, state: UnitState) -> dict[str, list[Version]]:
         versions: dict[str, list[Version]] = {}

@@ -9,8 +9,16 @@ from typing import Any
 from backup_lambda.errors import UserInputError
 from backup_lambda.layout import format_time_us
 from compaction.compactor import CompactionConfig, Compactor
+from compaction.policy import DEFAULT_MAX_CHAIN, DEFAULT_MAX_CHANGED_SHARE, SnapshotPolicy
 from jobs.cli import config
-from jobs.cli.args import add_executor_arguments, executor_from, parse_time, positive_int
+from jobs.cli.args import (
+    add_executor_arguments,
+    executor_from,
+    non_negative_int,
+    parse_time,
+    positive_int,
+    share,
+)
 from jobs.cli.clients import ClientFactory, make_client, settings_from
 from jobs.cli.options import add_setting
 from jobs.cli.output import emit_json
@@ -26,13 +34,21 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         help="write a snapshot as of a time",
         description="Fold the table's changes up to TIME (stream event time) into one "
         "committed snapshot: Parquet plus DynamoDB-export JSON lines and a manifest. "
-        "Incremental from the newest earlier snapshot unless --full.",
+        "Incremental from the newest earlier snapshot unless --full. The snapshot is a "
+        "delta (only what changed since the newest earlier snapshot, its parent) unless "
+        "there is none, the chain of deltas would pass --max-chain, the changed keys pass "
+        "--max-delta-share of the parent's items, or column types would change: then it "
+        "is a full snapshot.",
     )
     parser.add_argument(
         "--as-of", help=f"snapshot time (default: now minus --settle, {DEFAULT_SETTLE_SECONDS} s)"
     )
     base = parser.add_mutually_exclusive_group()
-    base.add_argument("--full", action="store_true", help="rebuild from all object versions")
+    base.add_argument(
+        "--full",
+        action="store_true",
+        help="a full snapshot rebuilt from all object versions (no base, no parent)",
+    )
     base.add_argument(
         "--rebuild",
         action="store_true",
@@ -43,6 +59,28 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--snapshot",
         metavar="ID",
         help="build on this (older) snapshot (default: the newest one as of TIME)",
+    )
+    base.add_argument(
+        "--delta",
+        action="store_true",
+        help="a delta snapshot wherever one can be written, whatever --max-chain and "
+        "--max-delta-share say (default: as they say)",
+    )
+    parser.add_argument(
+        "--max-chain",
+        type=non_negative_int,
+        default=DEFAULT_MAX_CHAIN,
+        metavar="N",
+        help=f"deltas after a full snapshot, at most (default {DEFAULT_MAX_CHAIN}; 0: "
+        "every snapshot full, built from the newest one)",
+    )
+    parser.add_argument(
+        "--max-delta-share",
+        type=share,
+        default=DEFAULT_MAX_CHANGED_SHARE,
+        metavar="F",
+        help="write a full snapshot when the changed keys pass this share of the parent's "
+        f"items (default {DEFAULT_MAX_CHANGED_SHARE:g})",
     )
     add_setting(
         parser,
@@ -88,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
             skip_corrupt=args.skip_corrupt,
             rebuild=args.rebuild,
             base_snapshot=args.snapshot,
+            policy=SnapshotPolicy(
+                kind="delta" if args.delta else "auto",
+                max_chain=args.max_chain,
+                max_changed_share=args.max_delta_share,
+            ),
         ),
         dynamodb=make_client("dynamodb", settings),
         progress=progress,
@@ -106,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
         "created": result.created,
         "as_of": format_time_us(manifest.as_of_us),
         "base": manifest.base,
+        "kind": manifest.kind,
+        "parent": manifest.parent,
+        "depth": manifest.depth,
+        "why": manifest.policy_reason,
         "items": manifest.counts.items,
         "versions_listed": manifest.counts.versions_listed,
         "objects_read": manifest.counts.objects_read,
@@ -118,9 +165,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(summary)
     elif result.created:
-        kind = f"incremental from {manifest.base}" if manifest.base else "full"
+        if manifest.kind == "delta":
+            kind = f"delta of {manifest.parent}, chain depth {manifest.depth}"
+        else:
+            kind = f"full, built from {manifest.base}" if manifest.base else "full"
         print(
-            f"snapshot {manifest.id} ({kind}): {manifest.counts.items} items, "
+            f"snapshot {manifest.id} ({kind}; {manifest.policy_reason}): "
+            f"{manifest.counts.items} items, "
             f"{manifest.counts.versions_listed} versions listed, {manifest.counts.objects_read} "
             f"read, {manifest.total_bytes} bytes in {len(manifest.files)} files, "
             f"{result.seconds:.2f}s"

@@ -18,8 +18,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "snapshots",
         parents=[common],
         help="list committed snapshots",
-        description="Committed snapshots of the table, oldest first: "
-        "id, as-of, items, bytes, base.",
+        description="Committed snapshots of the table, oldest first: id, as-of, kind "
+        "(full, or a delta and its depth in the chain), items (of the state it stands for), "
+        "bytes (of its own files), parent (a delta's).",
     )
     parser.set_defaults(run=run)
 
@@ -38,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
             "items": m.counts.items,
             "bytes": m.total_bytes,
             "base": m.base,
+            "kind": m.kind,
+            "parent": m.parent,
+            "depth": m.depth,
             "built_at": format_time_us(m.built_at_us),
         }
         for m in manifests
@@ -48,10 +52,11 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         print("no committed snapshots yet (run `ddb-backup compact`)")
         return 0
-    print(f"{'ID':<25} {'AS OF':<28} {'ITEMS':>10} {'BYTES':>12}  BASE")
+    print(f"{'ID':<25} {'AS OF':<28} {'KIND':<9} {'ITEMS':>10} {'BYTES':>12}  PARENT")
     for row in rows:
+        kind = f"delta:{row['depth']}" if row["kind"] == "delta" else row["kind"]
         print(
-            f"{row['id']:<25} {row['as_of']:<28} {row['items']:>10} {row['bytes']:>12}  "
-            f"{row['base'] or '-'}"
+            f"{row['id']:<25} {row['as_of']:<28} {kind:<9} {row['items']:>10} "
+            f"{row['bytes']:>12}  {row['parent'] or '-'}"
         )
     return 0

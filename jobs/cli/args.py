@@ -78,6 +78,28 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def share(text: str) -> float:
+    """argparse type: a share between 0 and 1 (0.1 = 10%)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a share from 0 to 1 (0.1 = 10%), got {text!r}")
+    return value
+
+
 def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     """--shard-digits, --executor, --scheduler, --dask-workers (compact and restore)."""
     add_setting(

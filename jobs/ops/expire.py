@@ -14,7 +14,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backup_lambda.errors import NotFoundError, UserInputError
 from backup_lambda.layout import format_time_us, items_prefix
 from compaction import catalog
-from compaction.retention import RetentionPolicy, lifecycle_rule, noncurrent_days, split_snapshots
+from compaction.retention import (
+    RetentionPolicy,
+    keep_chains,
+    lifecycle_rule,
+    noncurrent_days,
+    split_snapshots,
+)
 from compaction.s3errors import translate
 from compaction.state import DEFAULT_CLOCK_SKEW_US
 from compaction.versions import VersionRef, iter_versions, put_json, table_has_backup
@@ -31,6 +37,8 @@ DEFAULT_GRACE_HOURS = 24.0
 @dataclass
 class ExpireReport:
     kept: list[str] = field(default_factory=list)
+    # kept only because a kept delta's chain needs it: id -> the kept snapshot needing it
+    kept_for_chains: dict[str, str] = field(default_factory=dict)
     expired: list[str] = field(default_factory=list)  # manifests removed in this run
     deleted_runs: list[str] = field(default_factory=list)  # run folders whose files went
     waiting_runs: list[str] = field(default_factory=list)  # unreferenced, inside the grace
@@ -69,6 +77,7 @@ class Expirer:
         ):
             raise NotFoundError(f"no backup of table {self._table!r} in s3://{self._bucket}")
         kept, expired = split_snapshots(manifests, self._policy, self._now_us)
+        kept, expired, report.kept_for_chains = keep_chains(kept, expired)
         report.kept = [m.id for m in kept]
         objects = self._snapshot_objects()
         for manifest in expired:
@@ -206,7 +215,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "expire",
         parents=[common],
         help="remove snapshots past retention and orphaned files; print the lifecycle rule",
-        description="Keeps the newest --keep-last snapshots and any within --keep-days; "
+        description="Keeps the newest --keep-last snapshots and any within --keep-days, "
+        "and every snapshot a kept delta's chain needs (saying which); "
         "removes the others (manifest first, files after --grace-hours), removes files of "
         "crashed or losing runs after the grace period, and prints the S3 lifecycle rule "
         "for noncurrent item versions that keeps every kept point in time reachable.",
@@ -260,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
     payload = {
         "dry_run": args.dry_run,
         "kept": report.kept,
+        "kept_for_chains": report.kept_for_chains,
         "expired": report.expired,
         "deleted_runs": report.deleted_runs,
         "waiting_runs": report.waiting_runs,
@@ -273,6 +284,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     would = "would " if args.dry_run else ""
     print(f"kept {len(report.kept)} snapshots: {', '.join(report.kept) or '-'}")
+    for snapshot, needed_by in report.kept_for_chains.items():
+        print(f"  kept {snapshot}: the chain of kept delta snapshot {needed_by} needs it")
     print(f"{would}expire {len(report.expired)}: {', '.join(report.expired) or '-'}")
     print(
         f"{would}delete {report.deleted_objects} files ({report.freed_bytes} bytes) of "

@@ -1,66 +1,35 @@
-"""A read-only DuckDB session over a table's backup: the views `items` and `snapshots`."""
+"""A read-only DuckDB session over a table's backup: the views `items` and `snapshots`.
+
+`items` reads local copies of the snapshot files, each downloaded at the version its
+manifest pins and verified (compaction.filecache); over a delta's chain it is a merge on
+read (jobs/query/views.py).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import string
 import tempfile
-from collections import Counter
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from backup_lambda.errors import CorruptSnapshotError, NotFoundError
 from compaction import catalog
+from compaction.chain import Chain, load_chain
 from compaction.columns import Stats, choose_columns, collect
 from compaction.fallback import damaged_snapshot
 from compaction.filecache import FileCache
 from compaction.manifest import Column, Manifest, SkippedVersion
+from compaction.rowformat import DATA_LAYOUT
 from compaction.snapshot_io import empty_typed_table, read_spill, write_parquet, write_spill
 from compaction.state import chosen_snapshot, plan_state, read_state
+from jobs.query.views import Level, items_sql, literal, quote
 
-_SYSTEM = [
-    "__key_hash",
-    "__event_time",
-    "__event_name",
-    "__sequence_number",
-    "__version_id",
-    "__written_at",
-]
-
-
-def quote(name: str) -> str:
-    """A SQL identifier for any attribute name (keywords, spaces, quotes)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
-
-
-def _fold(name: str) -> str:
-    """How DuckDB compares identifiers: ASCII letters without case, all else exactly."""
-    return name.translate(_ASCII_LOWER)
-
-
-def _items_select(data_columns: list[str], columns: list[str]) -> str:
-    """The `items` select list. Columns are taken by position (#n): DuckDB binds names
-    without case, so by name "status" could read the attribute "Status", and "__item" an
-    attribute "__Item". Attributes whose names DuckDB cannot tell apart from another
-    column are no typed column (they stay in `__item`, which keeps them apart)."""
-    position = {name: i + 1 for i, name in enumerate(data_columns)}
-    taken = Counter(_fold(name) for name in [*columns, "__item", *_SYSTEM])
-    typed = [c for c in columns if taken[_fold(c)] == 1]
-    return ", ".join(
-        [
-            *(f"#{position[c]} AS {quote(c)}" for c in typed),
-            f"CAST(#{position['__item']} AS JSON) AS __item",
-            *(f"#{position[c]} AS {c}" for c in _SYSTEM),
-        ]
-    )
+__all__ = ["SqlSession", "quote", "snapshots_table"]
 
 
 def snapshots_table(manifests: list[Manifest]) -> pa.Table:
@@ -70,6 +39,9 @@ def snapshots_table(manifests: list[Manifest]) -> pa.Table:
             "as_of": pa.array([m.as_of_us for m in manifests], pa.int64()).cast(
                 pa.timestamp("us", tz="UTC")
             ),
+            "kind": [m.kind for m in manifests],
+            "parent": [m.parent for m in manifests],
+            "depth": [m.depth for m in manifests],
             "items": [m.counts.items for m in manifests],
             "bytes": [m.total_bytes for m in manifests],
             "base": [m.base for m in manifests],
@@ -110,6 +82,7 @@ class SqlSession:
             self._cleanup.callback(cache.close)
         self._cache = cache
         self._download_concurrency = download_concurrency
+        self._paths: list[str] = []  # the only files the query may read
 
     def __enter__(self) -> SqlSession:
         return self
@@ -123,13 +96,17 @@ class SqlSession:
         self.close()
 
     def close(self) -> None:
-        """Closes DuckDB, then removes the local files an --as-of session wrote."""
+        """Closes DuckDB, then removes the local files the session wrote."""
         self.con.close()
         self._cleanup.close()
 
+    def _workdir(self) -> Path:
+        return Path(self._cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ddb-query-")))
+
     def open_latest(self, snapshot: str | None = None) -> None:
-        """`items` = the newest committed snapshot (or the one `snapshot` names), its
-        Parquet files downloaded at their pinned versions and verified."""
+        """`items` = the newest committed snapshot (or the one `snapshot` names), a delta's
+        chain merged on read, from its files downloaded at their pinned versions and
+        verified."""
         manifests = self._manifests()
         if snapshot is not None:
             chosen = chosen_snapshot(
@@ -143,20 +120,18 @@ class SqlSession:
                 "or pass --as-of to query the object versions)"
             )
         try:
-            paths = self._cache.get_all(
-                self._s3, self._bucket, chosen.files_of("parquet"), self._download_concurrency
-            )
+            chain = load_chain(self._s3, self._bucket, self._prefix, self._table, chosen)
+            levels = self._levels(chain)
         except CorruptSnapshotError as e:
             raise damaged_snapshot(
                 self._s3, self._bucket, self._prefix, self._table, chosen, e, "query"
             ) from e
-        columns = list(chosen.columns)
-        if paths:
-            data: Any = ds.dataset([str(p) for p in paths], format="parquet")
-        else:
-            data = empty_typed_table(columns)
-        self._register(data, [c.name for c in columns], manifests)
-        self.source = f"snapshot {chosen.id}"
+        self._register(levels, list(chosen.columns), manifests)
+        self.source = (
+            f"snapshot {chosen.id}"
+            if len(chain) == 1
+            else f"snapshot {chosen.id} (a delta: chain of {len(chain)} from {chain.ids[0]})"
+        )
 
     def open_as_of(
         self,
@@ -166,7 +141,7 @@ class SqlSession:
         snapshot: str | None = None,
         skip_corrupt: bool = False,
     ) -> None:
-        """`items` = exactly the state at the time: a snapshot plus later changes.
+        """`items` = exactly the state at the time: a snapshot (chain) plus later changes.
 
         The state is read one unit at a time into local Arrow spills (collecting column
         statistics on the way), then each spill becomes a local Parquet file with the
@@ -175,7 +150,7 @@ class SqlSession:
         plan = plan_state(
             self._s3, self._bucket, self._prefix, self._table, as_of_us, base_id=snapshot
         )
-        work = Path(self._cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ddb-query-")))
+        work = self._workdir()
         stats: Stats = {}
         spills: list[Path] = []
         first_keys: list[str] = []
@@ -200,12 +175,8 @@ class SqlSession:
         for spill, file in zip(spills, files, strict=True):
             write_parquet(file, read_spill(spill), columns)
             spill.unlink()
-        data: Any = (
-            ds.dataset([str(f) for f in files], format="parquet")
-            if files
-            else empty_typed_table(columns)
-        )
-        self._register(data, [c.name for c in columns], self._manifests())
+        level = self._level("asof", [str(f) for f in files], [], columns, DATA_LAYOUT)
+        self._register([level], columns, self._manifests())
         self.source = (
             f"snapshot {plan.base.id} + changes" if plan.base else "object versions (no snapshot)"
         )
@@ -213,15 +184,68 @@ class SqlSession:
     def _manifests(self) -> list[Manifest]:
         return catalog.committed_snapshots(self._s3, self._bucket, self._prefix, self._table)
 
-    def _register(self, data: Any, columns: list[str], manifests: list[Manifest]) -> None:
-        self.con.register("__items_data", data)
+    def _levels(self, chain: Chain) -> list[Level]:
+        """Every level's files, downloaded (in parallel, verified) into the cache."""
+        wanted = [
+            f
+            for level in chain.levels
+            for f in level.files
+            if f.format in {"parquet", "tombstones"}
+        ]
+        paths = self._cache.get_all(self._s3, self._bucket, wanted, self._download_concurrency)
+        local = {f.key: str(p) for f, p in zip(wanted, paths, strict=True)}
+        return [
+            self._level(
+                f"l{i}",
+                [local[f.key] for f in level.files_of("parquet")],
+                [local[f.key] for f in level.files_of("tombstones")],
+                list(level.columns),
+                level.data_layout,
+            )
+            for i, level in enumerate(chain.levels)
+        ]
+
+    def _level(
+        self, name: str, data: list[str], tombstones: list[str], columns: list[Column], layout: int
+    ) -> Level:
+        self._paths += [*data, *tombstones]
+        relation = f"read_parquet([{', '.join(literal(p) for p in data)}])" if data else None
+        names = pq.read_schema(data[0]).names if data else []
+        keys = None
+        if layout >= 2 and (data or tombstones):
+            view = f"__keys_{name}"
+            parts = [
+                f"SELECT __key FROM read_parquet([{literal(p)}])"  # noqa: S608 - quoted paths
+                for p in [*data, *tombstones]
+            ]
+            self.con.execute(f"CREATE VIEW {view} AS {' UNION ALL '.join(parts)}")
+            keys = view
+        return Level(relation, names, columns, layout, keys)
+
+    def _empty(self, columns: list[Column]) -> Level:
+        """A level of no rows with the view's schema (a table with no items)."""
+        path = self._workdir() / "empty.parquet"
+        pq.write_table(empty_typed_table(columns), str(path))
+        self._paths.append(str(path))
+        return Level(
+            f"read_parquet([{literal(str(path))}])",
+            pq.read_schema(str(path)).names,
+            columns,
+            DATA_LAYOUT,
+        )
+
+    def _register(
+        self, levels: list[Level], columns: list[Column], manifests: list[Manifest]
+    ) -> None:
         self.con.register("__snapshots_data", snapshots_table(manifests))
-        # every identifier goes through quote()
-        select = _items_select(list(data.schema.names), columns)
-        self.con.execute(f"CREATE VIEW items AS SELECT {select} FROM __items_data")  # noqa: S608
+        if all(level.data is None for level in levels):
+            levels = [*levels, self._empty(columns)]
+        self.con.execute(f"CREATE VIEW items AS {items_sql(levels, columns)}")
         self.con.execute("CREATE VIEW snapshots AS SELECT * FROM __snapshots_data")
-        # From here on the query can read only the registered data: no files, no URLs,
-        # no extensions, no Python variables, and no way to switch that back on.
+        # From here on the query can read only the registered data and the session's own
+        # verified local copies: no other files, no URLs, no extensions, no Python
+        # variables, and no way to switch that back on.
         self.con.execute("SET python_enable_replacements = false")
+        self.con.execute(f"SET allowed_paths = [{', '.join(literal(p) for p in self._paths)}]")
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")

@@ -387,10 +387,10 @@ class Restorer:
             base_id=opts.snapshot,
         )
         if plan.base is not None:
-            # Before anything is written: every file of the base is there, at its pinned
-            # version and size (checksums are checked as each is read).
+            # Before anything is written: every file of the base (and of its chain) is
+            # there, at its pinned version and size (checksums are checked as each is read).
             try:
-                files_present(self._s3, self._bucket, plan.base)
+                files_present(self._s3, self._bucket, plan.base, plan.chain)
             except CorruptSnapshotError as e:
                 raise self._damaged(plan.base, e) from e
         return plan

@@ -19,8 +19,10 @@ import pyarrow.parquet as pq
 
 from backup_lambda.ddbjson import Item
 from backup_lambda.layout import Change, encode_change, key_hash, object_key
+from compaction.chain import load_chain
 from compaction.compactor import CompactionConfig, CompactionResult, Compactor
 from compaction.manifest import Manifest
+from compaction.rowformat import decode_items, item_text
 
 SEC = 1_000_000
 BUCKET = "compaction-tests"
@@ -152,24 +154,27 @@ def compact(
 
 @dataclass
 class Snapshot:
+    """A snapshot as its readers see it: for a delta, its chain resolved (full first)."""
+
     manifest: Manifest
     rows: dict[str, dict[str, Any]]  # key hash -> Parquet row (times as epoch microseconds)
-    export: list[dict[str, Any]]  # the parsed JSON lines
-    schema: pa.Schema
+    export: list[dict[str, Any]]  # the parsed JSON lines ({"Item": ...}), chain resolved
+    schema: pa.Schema  # the head's Parquet schema
     removed: dict[str, dict[str, Any]] = field(default_factory=dict)  # key hash -> tombstone
+    levels: list[Manifest] = field(default_factory=list)
+    delta_lines: list[dict[str, Any]] = field(default_factory=list)  # the head's, if a delta
 
     def items(self) -> dict[str, Item]:
         return {digest: json.loads(row["__item"]) for digest, row in self.rows.items()}
 
-    def content(self) -> dict[str, tuple[str, int, str, str, int]]:
-        """Per item: the lossless item, event time, sequence number, version id, written at."""
+    def content(self) -> dict[str, tuple[str, int, str, str]]:
+        """Per item: the lossless item, event time, sequence number and event name."""
         return {
             digest: (
-                row["__item"],
+                json.dumps(json.loads(row["__item"]), sort_keys=True),
                 row["__event_time"],
                 row["__sequence_number"],
-                row["__version_id"],
-                row["__written_at"],
+                row["__event_name"],
             )
             for digest, row in self.rows.items()
         }
@@ -178,41 +183,57 @@ class Snapshot:
         return sorted(json.dumps(line, sort_keys=True) for line in self.export)
 
 
-def read_snapshot(s3: Any, manifest: Manifest, bucket: str = BUCKET) -> Snapshot:
-    """Download every file the manifest lists, checking its bytes, sha256 and rows."""
-    rows: dict[str, dict[str, Any]] = {}
-    removed: dict[str, dict[str, Any]] = {}
-    export: list[dict[str, Any]] = []
-    schema = None
+def _int_times(table: pa.Table, names: tuple[str, ...]) -> pa.Table:
+    for name in names:
+        if name in table.column_names:
+            index = table.schema.get_field_index(name)
+            table = table.set_column(index, name, table.column(name).cast(pa.int64()))
+    return table
+
+
+@dataclass
+class _Level:
+    rows: dict[str, dict[str, Any]]
+    removed: dict[str, dict[str, Any]]
+    lines: list[dict[str, Any]]
+    schema: pa.Schema | None
+
+
+def _read_level(s3: Any, manifest: Manifest, bucket: str) -> _Level:
+    """One snapshot's own files, each checked against the manifest (bytes, sha256, rows)."""
+    level = _Level({}, {}, [], None)
     for data_file in manifest.files:
-        body = s3.get_object(Bucket=bucket, Key=data_file.key)["Body"].read()
+        body = s3.get_object(Bucket=bucket, Key=data_file.key, VersionId=data_file.version_id)[
+            "Body"
+        ].read()
         assert len(body) == data_file.bytes, data_file.key
         assert hashlib.sha256(body).hexdigest() == data_file.sha256, data_file.key
         if data_file.format == "parquet":
             table = pq.read_table(pa.BufferReader(body))
             assert table.num_rows == data_file.rows
-            if schema is not None:
-                assert table.schema == schema, "every Parquet file has the same schema"
-            schema = table.schema
-            for name in ("__event_time", "__written_at"):
-                index = table.schema.get_field_index(name)
-                table = table.set_column(index, name, table.column(name).cast(pa.int64()))
-            for row in table.to_pylist():
-                assert row["__key_hash"].startswith(data_file.unit)
-                assert row["__key_hash"] not in rows, "one row per item"
-                rows[row["__key_hash"]] = row
+            if level.schema is not None:
+                assert table.schema == level.schema, "a snapshot's Parquet files share a schema"
+            level.schema = table.schema
+            keys = table.column("__key").to_pylist()
+            assert keys == sorted(keys), "rows are in key order"
+            items = [item_text(i) for i in decode_items(table, manifest.columns)]
+            table = _int_times(table, ("__event_time",))
+            for record, item in zip(table.to_pylist(), items, strict=True):
+                digest = hashlib.sha256(record["__key"].encode()).hexdigest()
+                assert digest.startswith(data_file.unit)
+                assert digest not in level.rows, "one row per item"
+                level.rows[digest] = {**record, "__key_hash": digest, "__item": item}
         elif data_file.format == "tombstones":
             table = pq.read_table(pa.BufferReader(body))
             assert table.num_rows == data_file.rows
             assert "__item" not in table.schema.names, "a tombstone holds no image"
-            for name in ("__event_time", "__written_at"):
-                index = table.schema.get_field_index(name)
-                table = table.set_column(index, name, table.column(name).cast(pa.int64()))
-            for tombstone in table.to_pylist():
-                assert tombstone["__key_hash"].startswith(data_file.unit)
-                assert tombstone["__key_hash"] not in removed, "one tombstone per key"
-                removed[tombstone["__key_hash"]] = tombstone
-            assert table.num_rows <= manifest.counts.removed
+            assert "__rest" not in table.schema.names, "a tombstone holds no image"
+            for tombstone in _int_times(table, ("__event_time",)).to_pylist():
+                digest = hashlib.sha256(tombstone["__key"].encode()).hexdigest()
+                assert digest == key_hash(json.loads(tombstone["__keys"]))
+                assert digest.startswith(data_file.unit)
+                assert digest not in level.removed, "one tombstone per key"
+                level.removed[digest] = tombstone
         elif data_file.format == "aws-export":
             # DynamoDB-style export manifests (checked in test_export_manifests.py)
             assert "/export/AWSDynamoDB/" in data_file.key
@@ -220,13 +241,59 @@ def read_snapshot(s3: Any, manifest: Manifest, bucket: str = BUCKET) -> Snapshot
             assert data_file.format == "json.gz"
             lines = gzip.decompress(body).decode("utf-8").splitlines()
             assert len(lines) == data_file.rows
-            export += [json.loads(line) for line in lines]
+            level.lines += [json.loads(line) for line in lines]
+    assert len(level.removed) == manifest.counts.removed
+    assert not set(level.removed) & set(level.rows), "a removed key is not also a live row"
+    return level
+
+
+def read_snapshot(s3: Any, manifest: Manifest, bucket: str = BUCKET, prefix: str = "") -> Snapshot:
+    """Download every file of the snapshot's chain, checking each, and resolve the chain:
+    per key the newest level's row or tombstone; the export likewise (a delta's lines in
+    DynamoDB's incremental export layout)."""
+    levels = load_chain(s3, bucket, prefix, manifest.table, manifest).levels
+    rows: dict[str, dict[str, Any]] = {}
+    removed: dict[str, dict[str, Any]] = {}
+    export: dict[str, dict[str, Any]] = {}
+    level = _Level({}, {}, [], None)
+    for snapshot in levels:
+        level = _read_level(s3, snapshot, bucket)
+        for digest, row in level.rows.items():
+            rows[digest] = row
+            removed.pop(digest, None)
+        for digest, tombstone in level.removed.items():
+            removed[digest] = tombstone
+            rows.pop(digest, None)
+        if snapshot.kind == "full":
+            assert len(level.rows) == snapshot.counts.items
+            assert all(set(line) == {"Item"} for line in level.lines)
+            export = {key_hash(_keys(line["Item"], snapshot)): line for line in level.lines}
+            assert len(export) == len(level.lines)
+            continue
+        for line in level.lines:
+            assert set(line) <= {"Metadata", "Keys", "NewImage"}
+            assert set(line["Metadata"]) == {"WriteTimestampMicros"}
+            digest = key_hash(line["Keys"])
+            if "NewImage" in line:
+                assert digest in level.rows
+                export[digest] = {"Item": line["NewImage"]}
+            else:
+                assert digest in level.removed
+                assert export.pop(digest, None) is not None, "a removal line removes an item"
     assert len(rows) == len(export) == manifest.counts.items
-    assert len(removed) == manifest.counts.removed
-    assert not set(removed) & set(rows), "a removed key is not also a live row"
     return Snapshot(
-        manifest, rows, export, schema if schema is not None else pa.schema([]), removed
+        manifest,
+        rows,
+        list(export.values()),
+        level.schema if level.schema is not None else pa.schema([]),
+        removed,
+        list(levels),
+        level.lines if manifest.kind == "delta" else [],
     )
+
+
+def _keys(item: Item, manifest: Manifest) -> Item:
+    return {k.name: item[k.name] for k in manifest.key_schema}
 
 
 def expected_content(store: Store, as_of_us: int) -> dict[str, tuple[dict[str, Any], int, str]]:

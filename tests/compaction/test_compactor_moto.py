@@ -325,9 +325,13 @@ def _check_typed_columns(snapshot: Snapshot, sim_clock: SimClock) -> None:
     """The Parquet schema follows the manifest's column types; values have natural types."""
     for column in snapshot.manifest.columns:
         assert snapshot.schema.field(column.name).type == arrow_type(column.type), column.name
-    for name in ("__key_hash", "__item", "__sequence_number", "__version_id", "__event_name"):
+    # Data layout 2: the canonical key text and the rest of the item; no S3 version ids.
+    for name in ("__key", "__rest", "__sequence_number", "__event_name"):
         assert snapshot.schema.field(name).type == pa.string()
     assert snapshot.schema.field("__event_time").type == pa.timestamp("us", tz="UTC")
+    assert snapshot.manifest.data_layout == 2
+    for gone in ("__key_hash", "__item", "__version_id", "__written_at"):
+        assert gone not in snapshot.schema.names
     row = snapshot.rows[digest(1)]
     assert row["price"] == decimal.Decimal("0.25")
     assert row["qty"] == decimal.Decimal("100")
@@ -751,7 +755,8 @@ def test_corrupt_version_fails_the_run_naming_it(
     assert all(isinstance(s, SkippedVersion) and s.reason for s in result.manifest.skipped)
     snapshot = read_snapshot(s3_client, result.manifest)
     assert actual_content(snapshot) == expected_content(store, sim_clock.at(10))
-    assert snapshot.rows[digest(1)]["__version_id"] == store.stored[1].version_id
+    # The row is the good version's change (layout 2 keeps no S3 version ids).
+    assert snapshot.rows[digest(1)]["__sequence_number"] == good.sequence_number
 
     code, out, _ = cli(
         "compact",
@@ -856,13 +861,13 @@ def test_units_running_at_once_share_the_reads_in_flight(
     for i in range(20):
         store.put(key(i), {"v": {"N": "1"}}, event_s=i / 10)
     seen: set[int] = set()
-    real_phase_one = compactor_module.phase_one
+    real_phase = compactor_module.phase_changes
 
     def spy(task: Any, unit: str) -> Any:
         seen.add(task.read_concurrency)
-        return real_phase_one(task, unit)
+        return real_phase(task, unit)
 
-    monkeypatch.setattr(compactor_module, "phase_one", spy)
+    monkeypatch.setattr(compactor_module, "phase_changes", spy)
     config = CompactionConfig(full=True, shard_digits=shard_digits, workers=workers)
     result = compact(s3_client, sim_clock, as_of_s=10, run_s=20, config=config)
     assert result.manifest.counts.items == 20
@@ -896,20 +901,36 @@ def test_cli_compact_and_snapshots(
     epoch = str(sim_clock.at(40) // SEC)  # epoch seconds work too
     code, out, _ = cli("compact", "--bucket", BUCKET, "--table", TABLE, "--as-of", epoch)
     assert code == 0
-    assert "incremental from" in out
+    # 1 of 6 keys changed: over the default share of 10%, so a full snapshot, and why
+    assert f"full, built from {manifest.id}" in out
+    assert "over --max-delta-share 0.1" in out
+    store.put(key(1), None, event_s=50)
+    code, out, _ = cli(
+        "compact", "--bucket", BUCKET, "--table", TABLE, "--as-of", iso(sim_clock, 60), "--delta"
+    )
+    assert code == 0
+    second = catalog.committed_snapshots(s3_client, BUCKET, "", TABLE)[1]
+    assert f"delta of {second.id}, chain depth 1" in out
     code, out, _ = cli("snapshots", "--bucket", BUCKET, "--table", TABLE, "--json")
     assert code == 0
     listed = json.loads(out.strip().splitlines()[-1])["snapshots"]
-    assert [(s["as_of"], s["items"], s["base"]) for s in listed] == [
-        (iso(sim_clock, 10), 6, None),
-        (iso(sim_clock, 40), 5, manifest.id),
+    assert [(s["as_of"], s["items"], s["base"], s["kind"], s["parent"]) for s in listed] == [
+        (iso(sim_clock, 10), 6, None, "full", None),
+        (iso(sim_clock, 40), 5, manifest.id, "full", None),
+        (iso(sim_clock, 60), 4, second.id, "delta", second.id),
     ]
-    assert all({"id", "as_of", "items", "bytes", "base"} <= set(s) for s in listed)
+    assert all({"id", "as_of", "items", "bytes", "base", "depth"} <= set(s) for s in listed)
     assert listed[0]["id"] == manifest.id
     assert listed[0]["bytes"] == manifest.total_bytes
+    assert listed[2]["bytes"] < listed[1]["bytes"], "a delta holds only what changed"
     code, out, _ = cli("snapshots", "--bucket", BUCKET, "--table", TABLE)
     assert code == 0
     assert manifest.id in out
+    last = out.strip().splitlines()[-1].split()
+    assert (last[2], last[3], last[5]) == ("delta:1", "4", second.id)
+    with pytest.raises(SystemExit) as usage:
+        cli("compact", "--bucket", BUCKET, "--table", TABLE, "--full", "--delta")
+    assert usage.value.code == 2
 
 
 def _one_error_line(err: str) -> str:

@@ -13,9 +13,10 @@ from typing import Any
 from backup_lambda.ddbjson import Item
 from backup_lambda.layout import Change, encode_change, key_hash, object_key
 from compaction import catalog
+from compaction.chain import chain_rows, load_chain
 from compaction.compactor import CompactionConfig, Compactor
 from compaction.manifest import Manifest
-from compaction.snapshot_io import read_base_rows
+from compaction.policy import SnapshotPolicy
 from compaction.state import units_for
 from jobs.restore.ddbitems import from_client_item
 
@@ -107,32 +108,45 @@ def compact(
     table: str = TABLE,
     bucket: str = BUCKET,
     shard_digits: int = 0,
+    kind: str = "auto",
 ) -> Manifest:
+    """`kind`: the snapshot policy's kind (auto, full, delta)."""
     result = Compactor(
         s3,
         bucket,
         table,
         prefix=prefix,
-        config=CompactionConfig(shard_digits=shard_digits, workers=4),
+        config=CompactionConfig(
+            shard_digits=shard_digits, workers=4, policy=SnapshotPolicy(kind=kind)
+        ),
     ).run(as_of_us)
     assert result.created
     return result.manifest
 
 
-def snapshot_items(s3: Any, manifest: Manifest, bucket: str = BUCKET) -> dict[str, Item]:
-    """key hash -> item, read from the snapshot's Parquet files as readers do."""
-    rows: dict[str, Item] = {}
-    for unit in units_for(manifest.shard_digits):
-        for digest, row in read_base_rows(s3, bucket, manifest, unit).items():
-            rows[digest] = row.change.new_image or {}
-    return rows
+def snapshot_items(
+    s3: Any, manifest: Manifest, bucket: str = BUCKET, prefix: str = ""
+) -> dict[str, Item]:
+    """key hash -> item, read from the snapshot's Parquet files (its chain resolved) as
+    readers do."""
+    return {
+        digest: row.change.new_image or {}
+        for digest, row in snapshot_rows(s3, manifest, bucket, prefix).items()
+    }
 
 
-def snapshot_rows(s3: Any, manifest: Manifest, bucket: str = BUCKET) -> dict[str, Any]:
+def snapshot_rows(
+    s3: Any, manifest: Manifest, bucket: str = BUCKET, prefix: str = ""
+) -> dict[str, Any]:
     """key hash -> Row (the chosen change, with its sequence number and event time)."""
+    chain = load_chain(s3, bucket, prefix, manifest.table, manifest)
     rows: dict[str, Any] = {}
     for unit in units_for(manifest.shard_digits):
-        rows.update(read_base_rows(s3, bucket, manifest, unit))
+        rows.update(
+            (digest, row)
+            for digest, row in chain_rows(s3, bucket, chain, unit).items()
+            if not row.change.is_removal
+        )
     return rows
 
 

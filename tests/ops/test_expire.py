@@ -441,3 +441,52 @@ def simulate_lifecycle(s3: Any, prefix: str, noncurrent_days: int, now: int) -> 
             noncurrent_since = int(newer["LastModified"].timestamp() * SEC)
             if noncurrent_since + noncurrent_days * DAY <= now:
                 s3.delete_object(Bucket=BUCKET, Key=older["Key"], VersionId=older["VersionId"])
+
+
+# --- delta chains ----------------------------------------------------------------------------
+
+
+def test_expire_keeps_every_snapshot_a_kept_delta_needs_and_says_why(
+    s3: Any, dynamodb: Any, bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a full snapshot, two deltas on it, a new full snapshot and a delta on that
+    log = ChangeLog(s3)
+    t0 = whole_second_ago(3600)
+    kinds = ["full", "delta", "delta", "full", "delta"]
+    made = []
+    for i, kind in enumerate(kinds):
+        log.put(item(f"item-{i}", v=i), t0 + i * 10 * SEC)
+        if i == 3:
+            log.remove("item-0", t0 + i * 10 * SEC + 1)
+        made.append(compact(s3, t0 + i * 10 * SEC + 5 * SEC, kind=kind))
+    assert [m.kind for m in made] == kinds
+    f1, d1, d2, f2, d3 = made
+    assert (d2.parent, d2.depth, d3.parent) == (d1.id, 2, f2.id)
+    now = now_us()
+
+    # WHEN expire keeps only the newest (a delta) ... THEN its full parent stays too
+    report = expire(s3, 1, now=now, dry_run=True)
+    assert report.kept == [f2.id, d3.id]
+    assert report.kept_for_chains == {f2.id: d3.id}
+    assert report.expired == [f1.id, d1.id, d2.id]
+
+    # WHEN it keeps two: the second newest is a full snapshot, which needs nothing
+    assert expire(s3, 2, now=now, dry_run=True).kept_for_chains == {}
+
+    # WHEN the newest three are kept by age: d2 needs d1 and f1
+    report = expire(s3, 1, now=now, keep_days=(now - d2.as_of_us) / DAY)
+    assert report.kept == [m.id for m in made]
+    assert report.kept_for_chains == {f1.id: d2.id, d1.id: d2.id}
+    assert report.expired == []
+
+    # AND the command says why it kept them
+    code = main(["expire", "--bucket", BUCKET, "--table", TABLE, "--keep-last", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"kept {f2.id}: the chain of kept delta snapshot {d3.id} needs it" in out
+    assert committed_ids(s3) == [f2.id, d3.id]
+    later = expire(s3, 1, now=now + 2 * HOUR)
+    assert sorted(later.deleted_runs) == sorted(f"{m.id}/run-{m.run_id}" for m in (f1, d1, d2))
+    # ... and the kept delta still reads and restores exactly
+    assert snapshot_items(s3, d3) == log.expected(d3.as_of_us)
+    assert restore_as_of(s3, dynamodb, d3.as_of_us, "at-d3") == log.expected(d3.as_of_us)

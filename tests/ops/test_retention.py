@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from compaction.manifest import Counts, Manifest, snapshot_id
 from compaction.retention import (
     LIFECYCLE_MARGIN_DAYS,
     RetentionPolicy,
+    keep_chains,
     lifecycle_rule,
     noncurrent_days,
     reach_start_us,
@@ -225,3 +227,57 @@ def test_lifecycle_rule_shape() -> None:
     }
     # current versions never expire: no Expiration of current objects
     assert "Expiration" not in rule
+
+
+# --- chains ----------------------------------------------------------------------------------
+
+
+def chain(ages_days: list[int], kinds: str) -> list[Manifest]:
+    """Snapshots at the given ages; kinds "F" (full) or "D" (a delta of the one before)."""
+    made: list[Manifest] = []
+    for age, kind in zip(ages_days, kinds, strict=True):
+        manifest = snapshot(NOW - age * DAY)
+        if kind == "D":
+            parent = made[-1]
+            manifest = dataclasses.replace(
+                manifest, kind="delta", parent=parent.id, depth=parent.depth + 1
+            )
+        made.append(manifest)
+    return made
+
+
+def test_a_kept_delta_keeps_its_whole_chain_and_says_why() -> None:
+    manifests = chain([9, 8, 7, 6, 5, 4], "FDDFDD")
+    kept, expired = split_snapshots(manifests, RetentionPolicy(1), NOW)
+    assert ages(kept) == [4]
+    kept, expired, why = keep_chains(kept, expired)
+    assert ages(kept) == [6, 5, 4]  # the newest delta, its parent delta and their full
+    assert ages(expired) == [9, 8, 7]
+    assert why == {manifests[3].id: manifests[5].id, manifests[4].id: manifests[5].id}
+
+
+def test_a_kept_full_needs_nothing_and_a_kept_middle_delta_needs_its_ancestors() -> None:
+    manifests = chain([9, 8, 7, 6], "FDDF")
+    kept, expired, why = keep_chains([manifests[2], manifests[3]], [*manifests[:2]])
+    assert ages(kept) == [9, 8, 7, 6]
+    assert ages(expired) == []
+    assert set(why) == {manifests[0].id, manifests[1].id}
+
+
+@given(kinds=st.lists(st.sampled_from("FD"), min_size=1, max_size=12), keep=st.integers(1, 5))
+def test_no_kept_snapshot_ever_misses_a_parent(kinds: list[str], keep: int) -> None:
+    kinds[0] = "F"
+    manifests = chain(list(range(len(kinds), 0, -1)), "".join(kinds))
+    kept, expired, _ = keep_chains(*split_snapshots(manifests, RetentionPolicy(keep), NOW))
+    kept_ids = {m.id for m in kept}
+    assert all(m.parent in kept_ids for m in kept if m.kind == "delta")
+    assert len(kept) + len(expired) == len(manifests)
+    # Beyond the policy's own choice, only ancestors of what it chose are kept.
+    by_id = {m.id: m for m in manifests}
+    needed = set()
+    for chosen in split_snapshots(manifests, RetentionPolicy(keep), NOW)[0]:
+        walk: Manifest | None = chosen
+        while walk is not None:
+            needed.add(walk.id)
+            walk = by_id[walk.parent] if walk.parent else None
+    assert kept_ids == needed
