@@ -53,6 +53,7 @@ from compaction.importtasks import (
 )
 from compaction.keyschema import describe_key_schema
 from compaction.manifest import Column, ColumnStats, Counts, KeyAttribute, Manifest, snapshot_id
+from compaction.rowformat import DATA_LAYOUT
 from compaction.s3errors import translate
 from compaction.state import auto_shard_digits
 from compaction.versions import put_json
@@ -530,6 +531,7 @@ class ExportImporter:
                 for name, s in sorted(stats.items())
             ),
             origin=ORIGIN,
+            data_layout=DATA_LAYOUT,
         )
         manifest = add_export_manifests(
             self._s3, self._bucket, self._prefix, manifest, table_arn=summary.table_arn

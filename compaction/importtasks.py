@@ -16,6 +16,7 @@ a marker so that a rerun resumes after the last file written.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import tempfile
 from collections.abc import Callable
@@ -126,9 +127,12 @@ def partition_file(task: ItemsTask, work: tuple[int, ExportFile]) -> Partition:
         for number, raw in reader:
             where = f"{reader.where} line {number}"
             item = parse_item_line(raw, where)
-            digest = key_hash(item_keys(item, task.key_schema, where))
+            keys = item_keys(item, task.key_schema, where)
+            digest = key_hash(keys)
             collect((item,), result.stats)
-            text = f"{digest}\t{item_json(item)}\n"
+            # the canonical key text (its SHA-256 is the key hash), the keys, the item
+            key_text = canonical_key_bytes(keys).decode()
+            text = f"{key_text}\t{item_json(keys)}\t{item_json(item)}\n"
             buffers.setdefault(digest[: task.shard_digits], []).append(text)
             buffered += len(text)
             result.rows += 1
@@ -182,10 +186,10 @@ class UnitFiles:
 
 
 def build_unit(task: ItemsTask, work: tuple[str, list[str], tuple[Column, ...]]) -> UnitFiles:
-    """One unit's snapshot files from its pieces: sorted by key hash, each key once."""
+    """One unit's snapshot files from its pieces: sorted by key, each key once."""
     unit, refs, columns = work
     s3 = task.s3()
-    entries: list[tuple[str, str, int]] = []
+    entries: list[tuple[str, str, str, int]] = []
     for ref in refs:
         source = int(Path(ref).name.split("-")[1])
         # Only "\n" ends a line: item JSON may hold U+2028 and other line breaks of
@@ -193,8 +197,8 @@ def build_unit(task: ItemsTask, work: tuple[str, list[str], tuple[Column, ...]])
         for line in _read_piece(s3, task, ref).split("\n"):
             if not line:
                 continue
-            digest, _, text = line.partition("\t")
-            entries.append((digest, text, source))
+            key_text, keys, text = line.split("\t", 2)
+            entries.append((key_text, keys, text, source))
         if task.local_dir is not None:
             Path(ref).unlink()
     entries.sort()
@@ -202,8 +206,8 @@ def build_unit(task: ItemsTask, work: tuple[str, list[str], tuple[Column, ...]])
         if before[0] == after[0]:
             raise ExportFormatError(
                 f"export {task.export_id}: one key is in two lines, of "
-                f"s3://{task.source_bucket}/{task.file_keys[before[2]]} and "
-                f"s3://{task.source_bucket}/{task.file_keys[after[2]]}"
+                f"s3://{task.source_bucket}/{task.file_keys[before[3]]} and "
+                f"s3://{task.source_bucket}/{task.file_keys[after[3]]}"
             )
     result = UnitFiles(unit, rows=len(entries))
     if not entries:
@@ -211,13 +215,16 @@ def build_unit(task: ItemsTask, work: tuple[str, list[str], tuple[Column, ...]])
     count = len(entries)
     spill = pa.table(
         {
-            "__key_hash": [e[0] for e in entries],
-            "__item": [e[1] for e in entries],
+            "__key": [e[0] for e in entries],
+            "__key_hash": [hashlib.sha256(e[0].encode("utf-8")).hexdigest() for e in entries],
+            "__keys": [e[1] for e in entries],
+            "__item": [e[2] for e in entries],
             "__event_time": [task.event_time_us] * count,
             "__event_name": ["INSERT"] * count,
             "__sequence_number": [IMPORT_SEQUENCE] * count,
             "__version_id": [f"export:{task.export_id}"] * count,
             "__written_at": [task.written_at_us] * count,
+            "__parent_live": [None] * count,
         },
         schema=rows_table([]).schema,
     )

@@ -26,7 +26,8 @@ from compaction.manifest import Column, DataFile, Manifest
 from compaction.rowformat import TIMESTAMP, arrow_type, item_text
 from compaction.s3errors import translate
 
-__all__ = ["arrow_type", "item_text"]
+__all__ = ["arrow_type", "item_json", "item_text"]
+item_json = item_text  # the name release 1 used
 
 # A unit's rows between the phases of a run (local disk, or the run's folder on S3), in
 # `__key` order: live rows carry `__item`; removals (tombstones) have none. A delta's spill
