@@ -79,7 +79,8 @@ COMPACT = (
     *STATE_READS,
     Step("key schema describe", "dynamodb", "DescribeTable"),
     Step("tombstones put", "s3", "PutObject", url_has("/tombstones/"), writes=True),
-    Step("export put", "s3", "PutObject", url_has("/export/"), writes=True),
+    Step("export data put", "s3", "PutObject", url_has("/export/data/"), writes=True),
+    Step("export manifests put", "s3", "PutObject", url_has("/export/AWSDynamoDB/"), writes=True),
     Step("parquet put", "s3", "PutObject", url_has("/parquet/"), writes=True),
     Step("manifest commit", "s3", "PutObject", url_has("/manifest.json"), writes=True),
     Step("commit race check", "s3", "ListObjectVersions", url_has("manifest.json")),
@@ -107,15 +108,6 @@ RESTORE_DIFF = (
     BATCH_WRITE,
 )
 
-# query: the newest snapshot as it is (its files downloaded at their pinned versions), or
-# exactly the state as of a time (the state reads)
-QUERY_NEWEST = (
-    Step("snapshot ids list", "s3", "ListObjectsV2", url_has("delimiter=")),
-    STATE_READS[0],  # manifest get
-    Step("snapshot file get", "s3", "GetObject", url_has("/run-", "versionId="), body=True),
-)
-QUERY_AS_OF = STATE_READS
-
 # the backup Lambda: a cold start declares journal coverage (once per table), each batch is
 # one journal object, then each change is a PutObject of its item's object
 COVERAGE_PUT = Step(
@@ -124,6 +116,45 @@ COVERAGE_PUT = Step(
 JOURNAL_PUT = Step("journal put", "s3", "PutObject", url_has("/v1/journal/"), writes=True)
 ITEM_PUT = Step("item put", "s3", "PutObject", url_has(ITEMS), writes=True)
 LAMBDA = (COVERAGE_PUT, JOURNAL_PUT, ITEM_PUT)
+
+# import-export: a full export (a committed snapshot, as compaction commits one) and an
+# incremental export (changes through the Lambda's writer), each file checked first
+IMPORT = (
+    Step("exports list", "s3", "ListObjectsV2", url_has("AWSDynamoDB", "delimiter=")),
+    Step("export summary get", "s3", "GetObject", url_has("manifest-summary.json")),
+    Step("export checksum get", "s3", "GetObject", url_has(".md5")),
+    Step("export files manifest get", "s3", "GetObject", url_has("manifest-files.json")),
+    Step("export data get", "s3", "GetObject", url_has("AWSDynamoDB/", ".json.gz"), body=True),
+    Step("import records list", "s3", "ListObjectsV2", url_has("imports", "delimiter=")),
+    Step("import markers list", "s3", "ListObjectsV2", url_has("imports", "files%2F")),
+    Step("key schema describe", "dynamodb", "DescribeTable"),
+    Step("snapshot ids list", "s3", "ListObjectsV2", url_has("snapshots", "delimiter=")),
+    Step("manifest get", "s3", "GetObject", url_has("/manifest.json")),
+    Step("export data put", "s3", "PutObject", url_has("/export/data/"), writes=True),
+    Step("parquet put", "s3", "PutObject", url_has("/parquet/"), writes=True),
+    Step("export manifests put", "s3", "PutObject", url_has("/export/AWSDynamoDB/"), writes=True),
+    Step("manifest commit", "s3", "PutObject", url_has("/manifest.json"), writes=True),
+    Step("commit race check", "s3", "ListObjectVersions", url_has("manifest.json")),
+    JOURNAL_PUT,
+    ITEM_PUT,
+    Step("import marker put", "s3", "PutObject", url_has("/imports/", "/files/"), writes=True),
+    Step(
+        "import record put",
+        "s3",
+        "PutObject",
+        url_has("/imports/", without=("/files/",)),
+        writes=True,
+    ),
+)
+
+# query: the newest snapshot as it is (its files downloaded at their pinned versions), or
+# exactly the state as of a time (the state reads)
+QUERY_NEWEST = (
+    Step("snapshot ids list", "s3", "ListObjectsV2", url_has("delimiter=")),
+    STATE_READS[0],  # manifest get
+    Step("snapshot file get", "s3", "GetObject", url_has("/run-", "versionId="), body=True),
+)
+QUERY_AS_OF = STATE_READS
 
 # backfill: describe the source (stream on? keys?), scan it in segments, write each page as
 # changes (the Lambda's writer: journal object, then item objects), then the run's record
