@@ -32,6 +32,7 @@ from backup_lambda.errors import (
     NotFoundError,
     UserInputError,
 )
+from compaction import s3read
 from compaction.s3errors import translate
 
 EXPORT_DIR = "AWSDynamoDB"
@@ -279,7 +280,7 @@ def md5_matches(expected: str, data: bytes) -> bool:
 def get_bytes(s3: Any, bucket: str, key: str) -> bytes | None:
     """A small object's bytes, or None if it does not exist."""
     try:
-        body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        body = s3read.get_bytes(s3, bucket, key)
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
             return None
@@ -400,17 +401,30 @@ class DataFileReader:
             )
 
     def _chunks(self) -> Iterator[bytes]:
+        """The object's bytes; a connection that breaks mid-body is resumed where it broke
+        (a ranged GET of the same ETag), up to `s3read.ATTEMPTS` times."""
         args: dict[str, Any] = {"Bucket": self._bucket, "Key": self._file.key}
         if self._if_match:
             args["IfMatch"] = self._if_match
-        try:
-            response = self._s3.get_object(**args)
-            self.etag = response.get("ETag")
-            body = response["Body"]
-            while chunk := body.read(_CHUNK):
-                yield chunk
-        except (ClientError, BotoCoreError) as e:
-            raise translate(e, self._bucket, self._file.key) from e
+        offset, breaks = 0, 0
+        while True:
+            try:
+                response = self._s3.get_object(**args)
+                self.etag = self.etag or response.get("ETag")
+                body = response["Body"]
+            except (ClientError, BotoCoreError) as e:
+                raise translate(e, self._bucket, self._file.key) from e
+            try:
+                while chunk := body.read(_CHUNK):
+                    offset += len(chunk)
+                    yield chunk
+            except BotoCoreError as e:  # IncompleteReadError, ResponseStreamingError, ...
+                breaks += 1
+                if breaks == s3read.ATTEMPTS:
+                    raise translate(e, self._bucket, self._file.key) from e
+                args.update(IfMatch=self.etag, Range=f"bytes={offset}-")
+                continue
+            return
 
 
 class _Inflater:

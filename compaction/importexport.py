@@ -27,7 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backup_lambda.errors import NotFoundError, RefusedError, UserInputError
 from backup_lambda.layout import LAYOUT_DIR, format_time_us, table_root
-from compaction import catalog
+from compaction import catalog, s3read
 from compaction.awsexport import (
     ExportFile,
     ExportSummary,
@@ -325,7 +325,7 @@ class ExportImporter:
                 if entry["Key"].endswith(".json")
             ]
             for key in keys:
-                body = self._s3.get_object(Bucket=self._bucket, Key=key)["Body"].read()
+                body = s3read.get_bytes(self._s3, self._bucket, key)
                 record = json.loads(body)
                 records[str(record["export_id"])] = record
         except (ClientError, BotoCoreError) as e:

@@ -1,6 +1,6 @@
 """Fault injection: S3 and DynamoDB failures at every API call site of compact, restore,
-query, backfill and the backup Lambda (journal and item objects), with the end state
-checked as exactly as the functional tests check it.
+query, import-export, backfill and the backup Lambda (journal and item objects), with the
+end state checked as exactly as the functional tests check it.
 
 What is injected, where (tests/faults/injector.py): every request that any boto3 client
 in the process sends to in-process moto passes through the injector, on every attempt
@@ -26,12 +26,14 @@ What is checked:
   size, checksum and rows; a restore target holds exactly the state; a query answers
   exactly; the Lambda reports no failure, each item's history is complete and in order and
   every stored change is in a journal object; a backfill stored exactly the source table;
+  an import's snapshot holds exactly the full export and the state after the incremental
+  export is exactly the export's;
 - persistent faults (one per step, the faults taken in turn): one line on stderr, exit
   status 1, no traceback; no snapshot visible for the as-of, or a whole one where the
   commit itself went through; no partial query answer; a rerun without the fault is exact
-  (a restore converges);
-  the Lambda reports exactly the changes it could not store, and delivery again from the
-  checkpoint completes the backup (the re-delivered records are harmless replays).
+  (a restore converges, an import resumes); the Lambda reports exactly the changes it
+  could not store, and delivery again from the checkpoint completes the backup (the
+  re-delivered records are harmless replays).
 
 Retries do not sleep here (botocore's backoff and the restore's jitter are recorded
 instead) and listings come in pages of a few versions, so each step with pages has a
