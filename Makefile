@@ -4,10 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-rgw bench demo lint lambda-zip clean help
+.PHONY: test test-rgw bench demo lint lambda-zip clean help dynalite
 
 help:
-	@echo "make test        create .venv and run the test suite"
+	@echo "make test        create .venv and run the test suite (dynalite tests need node)"
 	@echo "make test-rgw    the integration tier on a real S3 server (Ceph RGW, scripts/rgw.sh)"
 	@echo "make bench       benchmarks on a local Ceph RGW -> BENCHMARKS.md (BENCH_PLAN=quick|10k|full)"
 	@echo "make demo        create .venv and run the pipeline on an embedded moto server"
@@ -20,7 +20,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# dynalite (an independent DynamoDB implementation, npm) for the tests that run against it:
+# installed into .dynalite/ when node and npm are there; without them those tests skip.
+dynalite:
+	@scripts/dynalite.sh install || [ $$? -eq 3 ]
+
+test: $(STAMP) dynalite
 	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 # The pipeline against Ceph's RADOS Gateway on loopback (S3) and moto (DynamoDB): start RGW
@@ -65,4 +70,4 @@ lambda-zip: $(STAMP)
 	@$(BIN)/python -c "import os; print('dist/backup-lambda.zip', os.path.getsize('dist/backup-lambda.zip'), 'bytes')"
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache .dynalite

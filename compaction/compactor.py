@@ -20,7 +20,9 @@ from compaction.keyschema import resolve_key_schema
 from compaction.manifest import Column, ColumnStats, Counts, DataFile, Manifest, snapshot_id
 from compaction.policy import SnapshotPolicy, column_change, decide, delta_columns
 from compaction.rowformat import DATA_LAYOUT
+from compaction.settingsstore import upload_settings
 from compaction.state import DEFAULT_CLOCK_SKEW_US, plan_state
+from compaction.tablesettings import DEFAULT_CAPTURE_SECONDS, BackgroundCapture, capture_settings
 from compaction.tasks import (
     UnitChangeResult,
     UnitResult,
@@ -43,6 +45,10 @@ class CompactionConfig:
     rebuild: bool = False  # read no snapshot at all: fold every object version (a full build)
     base_snapshot: str | None = None  # build on this snapshot, not the newest (--snapshot)
     policy: SnapshotPolicy = field(default_factory=SnapshotPolicy)  # delta or full
+    # Record the source table's settings (DescribeTable, TTL, PITR, tags, ...) in the
+    # snapshot; the capture runs beside the run and gets at most this long.
+    capture_settings: bool = True
+    settings_budget_seconds: float = DEFAULT_CAPTURE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -68,9 +74,12 @@ class Compactor:
         progress: Progress | None = None,
         executor: UnitExecutor | None = None,
         s3_factory: Callable[[], Any] | None = None,
+        autoscaling: Any | None = None,
     ) -> None:
         """`executor` runs the unit tasks (default: `config.workers` threads); a distributed
-        one needs `s3_factory`, a picklable callable that builds an S3 client on a worker."""
+        one needs `s3_factory`, a picklable callable that builds an S3 client on a worker.
+        With `dynamodb`, the table's settings are captured into the snapshot (`autoscaling`,
+        an Application Auto Scaling client, adds its scaling targets and policies)."""
         self._s3 = s3
         self._bucket = bucket
         self._table = table
@@ -81,6 +90,7 @@ class Compactor:
             raise ValueError("a distributed executor needs an s3_factory for its workers")
         self._s3_factory = s3_factory or (lambda: s3)
         self._dynamodb = dynamodb
+        self._autoscaling = autoscaling
         self._clock = clock
         self._progress = progress or (lambda phase, done, total: None)
 
@@ -104,6 +114,7 @@ class Compactor:
             base_id=self._config.base_snapshot,
         )
         base = plan.base
+        capture = self._start_capture()
         run_id = uuid.uuid4().hex[:12]
         watermark_us = int(self._clock() * 1_000_000)  # listing starts after this
         run_root = catalog.run_prefix(self._prefix, self._table, snapshot, run_id)
@@ -171,6 +182,8 @@ class Compactor:
                 ]
                 items = sum(r.rows for r in fulls)
                 counts_extra = (sum(r.carried for r in fulls), sum(r.removed for r in fulls))
+        settings = self._settings_file(capture, run_root)
+        files = [*files, *([settings] if settings is not None else [])]
         newest = [r.newest_event_us for r in changes if r.newest_event_us is not None]
         if base is not None and base.newest_event_time_us is not None:
             newest.append(base.newest_event_time_us)
@@ -235,6 +248,22 @@ class Compactor:
             raise damaged_snapshot(
                 self._s3, self._bucket, self._prefix, self._table, base, e, "compact"
             ) from e
+
+    def _start_capture(self) -> BackgroundCapture | None:
+        if self._dynamodb is None or not self._config.capture_settings:
+            return None
+        dynamodb, autoscaling, table = self._dynamodb, self._autoscaling, self._table
+        return BackgroundCapture(
+            lambda: capture_settings(dynamodb, table, autoscaling=autoscaling, clock=self._clock),
+            table,
+            self._config.settings_budget_seconds,
+            clock=self._clock,
+        )
+
+    def _settings_file(self, capture: BackgroundCapture | None, run_root: str) -> DataFile | None:
+        if capture is None:
+            return None
+        return upload_settings(self._s3, self._bucket, run_root, capture.result())
 
     def _map(self, work: Callable[[Any], Any], items: list[Any], phase: str) -> list[Any]:
         results = []

@@ -17,6 +17,8 @@ def describe_key_schema(dynamodb: Any, table: str) -> tuple[KeyAttribute, ...] |
         return None
     types = {a["AttributeName"]: a["AttributeType"] for a in description["AttributeDefinitions"]}
     ordered = sorted(description["KeySchema"], key=lambda k: k["KeyType"] != "HASH")
+    if any(k["AttributeName"] not in types for k in ordered):
+        return None  # a description without the keys' types: not one to trust
     return tuple(
         KeyAttribute(k["AttributeName"], types[k["AttributeName"]], k["KeyType"]) for k in ordered
     )

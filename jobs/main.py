@@ -39,7 +39,7 @@ def _common(require_table: bool = True, table_help: str = "") -> argparse.Argume
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobs.backup import compact, history, import_export, snapshots
+    from jobs.backup import compact, history, import_export, settings, snapshots
     from jobs.demo import command as demo
     from jobs.ops import backfill, drill, effective_config, expire, scheduled
     from jobs.query import command as query
@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands, _common(require_table=False, table_help="default: --tables or BACKUP_TABLES")
     )
     history.register(commands, _common())
+    settings.register(commands, _common())
     effective_config.register(commands)
     demo.register(commands, cli=main)
     return parser

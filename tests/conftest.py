@@ -15,6 +15,7 @@ from backup_lambda.ddbjson import Item
 from compaction.history import HistoryEntry, item_history
 from jobs.demo.standin import FakeLambdaContext
 from jobs.demo.streams import lambda_event
+from tests.dynalite import dynalite_endpoint  # noqa: F401 - the dynalite tier's server
 from tests.support import BUCKET, StreamTable, create_stream_table
 
 

@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
         executor=executor,
         s3_factory=ClientFactory("s3", settings),
+        autoscaling=make_client("application-autoscaling", settings),
     )
     try:
         result = compactor.run(as_of)

@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -25,7 +25,9 @@ from backup_lambda.errors import BackupError, NotFoundError, StorageError
 from backup_lambda.layout import Change, format_time_us, table_root
 from backup_lambda.writer import ChangeWriter
 from compaction.keyschema import describe_key_schema
+from compaction.settingsstore import upload_settings
 from compaction.state import DEFAULT_CLOCK_SKEW_US
+from compaction.tablesettings import BackgroundCapture, capture_settings
 from compaction.versions import put_json
 from jobs.cli.args import positive_int
 from jobs.cli.clients import make_client, settings_from
@@ -81,8 +83,12 @@ class Backfiller:
         writers: int = 16,
         clock: Callable[[], float] = time.time,
         progress: Callable[[str, int, int], None] | None = None,
+        autoscaling: Any | None = None,
     ) -> None:
+        """The table's settings are recorded beside the backfill's record (`autoscaling`,
+        an Application Auto Scaling client, adds its scaling targets and policies)."""
         self._s3 = s3
+        self._autoscaling = autoscaling
         self._dynamodb = dynamodb
         self._bucket = bucket
         self._table = table
@@ -107,13 +113,19 @@ class Backfiller:
         key_names = [k.name for k in schema]
         start_us = int(self._clock() * 1_000_000)  # before the scan reads anything
         report = BackfillReport(uuid.uuid4().hex[:12], backfill_event_time_us(start_us))
+        dynamodb, autoscaling, table = self._dynamodb, self._autoscaling, self._table
+        capture = BackgroundCapture(
+            lambda: capture_settings(dynamodb, table, autoscaling=autoscaling, clock=self._clock),
+            table,
+            clock=self._clock,
+        )
         with ThreadPoolExecutor(self._segments, thread_name_prefix="backfill") as pool:
             for items, failed in pool.map(
                 lambda s: self._segment(s, key_names, report), range(self._segments)
             ):
                 report.items += items
                 report.failed += failed
-        self._record(report)
+        self._record(report, capture)
         report.seconds = time.perf_counter() - started
         if report.failed:
             raise BackfillError(
@@ -162,14 +174,17 @@ class Backfiller:
             new_image=item,
         )
 
-    def _record(self, report: BackfillReport) -> None:
-        key = f"{table_root(self._prefix, self._table)}v1/backfills/{report.run_id}.json"
+    def _record(self, report: BackfillReport, capture: BackgroundCapture) -> None:
+        folder = f"{table_root(self._prefix, self._table)}v1/backfills/{report.run_id}"
+        settings = upload_settings(self._s3, self._bucket, f"{folder}/", capture.result())
+        key = f"{folder}.json"
         body = {
             "run_id": report.run_id,
             "event_time": format_time_us(report.event_time_us),
             "event_time_us": report.event_time_us,
             "items": report.items,
             "failed": report.failed,
+            "settings": asdict(settings),  # pinned like a snapshot file
         }
         put_json(self._s3, self._bucket, key, body)
 
@@ -200,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         segments=args.segments,
         writers=args.writers,
         progress=progress,
+        autoscaling=make_client("application-autoscaling", settings),
     ).run()
     progress.close()
     if args.json:

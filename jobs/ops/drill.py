@@ -12,6 +12,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from backup_lambda.errors import BackupError
 from backup_lambda.layout import format_time_us, table_root
+from compaction.settingsstore import settings_at
+from compaction.tablesettings import TABLE, TIME_TO_LIVE, TableSettings, capture_settings
 from compaction.versions import put_json
 from jobs.cli import config
 from jobs.cli.args import positive_int
@@ -19,6 +21,20 @@ from jobs.cli.clients import make_client, settings_from
 from jobs.cli.options import add_setting
 from jobs.cli.output import emit_json
 from jobs.restore.restorer import RestoreOptions, Restorer
+from jobs.restore.tablesettings import SettingsOverrides
+
+# The scratch table gets the source's indexes, TTL, encryption, class and tags, but is
+# on-demand (no capacity to size or scale), without stream, PITR or deletion protection
+# (it is dropped at the end); what cannot be applied is reported, not fatal.
+DRILL_SETTINGS = SettingsOverrides(
+    billing_mode="PAY_PER_REQUEST",
+    no_stream=True,
+    no_pitr=True,
+    no_auto_scaling=True,
+    no_deletion_protection=True,
+    skip_unapplicable=True,
+)
+_TTL_ON = frozenset({"ENABLED", "ENABLING"})
 
 
 class DrillFailedError(BackupError):
@@ -40,6 +56,11 @@ class DrillReport:
     max_restore_seconds: float | None = None
     failures: list[str] = field(default_factory=list)
     report_key: str = ""
+    # Indexes and TTL of the drilled table against the source's: what they were compared
+    # with ("the source table" live, or the recorded settings), and what was compared.
+    settings_compared_with: str | None = None
+    settings_checked: list[str] = field(default_factory=list)
+    settings_unapplied: list[str] = field(default_factory=list)
 
 
 class Drill:
@@ -105,16 +126,37 @@ class Drill:
             prefix=self._prefix,
             # the latest state: an empty one is what the backup holds, not a mistaken time
             options=RestoreOptions(
-                as_of_us=as_of_us, create_table=True, verify=True, allow_empty=True
+                as_of_us=as_of_us,
+                create_table=True,
+                verify=True,
+                allow_empty=True,
+                settings=DRILL_SETTINGS,
             ),
             announce=lambda text: None,
         ).run()
+        report.settings_unapplied = list(result.settings.get("unapplied", []))
+        self._check_settings(report, as_of_us)
         report.restore_seconds = round(time.perf_counter() - started, 3)
         report.items = result.state_items
         report.snapshot = result.snapshot
         if result.newest_event_us is not None:
             report.newest_event_time = format_time_us(result.newest_event_us)
             report.rpo_seconds = round(max(0.0, as_of_us - result.newest_event_us) / 1e6, 3)
+
+    def _check_settings(self, report: DrillReport, as_of_us: int) -> None:
+        """The drilled table's indexes and TTL must be the source's: the live source table's
+        when it can be described, else the settings recorded with the backup."""
+        parts = (TABLE, TIME_TO_LIVE)
+        source: TableSettings | None = capture_settings(self._dynamodb, self._table, parts=parts)
+        report.settings_compared_with = "the source table"
+        if source is None or not source.captured(TABLE):
+            source = settings_at(self._s3, self._bucket, self._prefix, self._table, as_of_us)
+            report.settings_compared_with = "the recorded settings"
+        if source is None or not source.captured(TABLE):
+            report.settings_compared_with = None  # nothing to compare with: not a failure
+            return
+        drilled = capture_settings(self._dynamodb, report.scratch_table, parts=parts)
+        report.failures += compare_indexes_and_ttl(source, drilled, report.settings_checked)
 
     def _drop(self, table: str) -> None:
         try:
@@ -129,6 +171,46 @@ class Drill:
         key = f"{table_root(self._prefix, self._table)}v1/drills/{stamp}.json"
         report.report_key = key
         put_json(self._s3, self._bucket, key, asdict(report))
+
+
+def _indexes(settings: TableSettings) -> dict[str, Any]:
+    table = settings.value(TABLE) or {}
+    return {
+        f"{kind} index {index['IndexName']}": (index["KeySchema"], index["Projection"])
+        for kind, key in (("global", "GlobalSecondaryIndexes"), ("local", "LocalSecondaryIndexes"))
+        for index in table.get(key) or []
+    }
+
+
+def _ttl(settings: TableSettings) -> str | None:
+    """The TTL attribute when TTL is on, else None."""
+    ttl = settings.value(TIME_TO_LIVE) or {}
+    return ttl.get("AttributeName") if ttl.get("TimeToLiveStatus") in _TTL_ON else None
+
+
+def compare_indexes_and_ttl(
+    source: TableSettings, drilled: TableSettings, checked: list[str]
+) -> list[str]:
+    """Failures where the drilled table's indexes or TTL differ from the source's; `checked`
+    gets what was compared."""
+    failures = []
+    want, have = _indexes(source), _indexes(drilled)
+    for name in sorted(set(want) | set(have)):
+        checked.append(name)
+        if name not in have:
+            failures.append(f"{name}: missing in the drilled table")
+        elif name not in want:
+            failures.append(f"{name}: in the drilled table, not in the source")
+        elif have[name] != want[name]:
+            failures.append(f"{name}: keys or projection differ from the source's")
+    if source.captured(TIME_TO_LIVE) and drilled.captured(TIME_TO_LIVE):
+        checked.append("time to live")
+        if _ttl(source) != _ttl(drilled):
+            failures.append(
+                f"time to live: the source's is {_ttl(source) or 'off'}, the drilled "
+                f"table's {_ttl(drilled) or 'off'}"
+            )
+    return failures
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:

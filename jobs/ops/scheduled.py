@@ -81,7 +81,12 @@ def has_versions_after(s3: Any, bucket: str, prefix: str, table: str, since_us: 
 
 
 def compact_table(
-    s3: Any, dynamodb: Any, config: ScheduleConfig, table: str, now: float
+    s3: Any,
+    dynamodb: Any,
+    config: ScheduleConfig,
+    table: str,
+    now: float,
+    autoscaling: Any | None = None,
 ) -> dict[str, Any]:
     as_of = int((now - config.settle_seconds) * 1_000_000)
     plan = plan_state(s3, config.bucket, config.prefix, table, as_of)
@@ -96,7 +101,13 @@ def compact_table(
         return {"table": table, "status": "unchanged", "snapshot": base.id}
     started = time.perf_counter()
     result = Compactor(
-        s3, config.bucket, table, prefix=config.prefix, config=CompactionConfig(), dynamodb=dynamodb
+        s3,
+        config.bucket,
+        table,
+        prefix=config.prefix,
+        config=CompactionConfig(),
+        dynamodb=dynamodb,
+        autoscaling=autoscaling,
     ).run(as_of)
     seconds = time.perf_counter() - started
     manifest = result.manifest
@@ -121,14 +132,18 @@ def compact_table(
 
 
 def run_compactions(
-    s3: Any, dynamodb: Any, config: ScheduleConfig, now: float | None = None
+    s3: Any,
+    dynamodb: Any,
+    config: ScheduleConfig,
+    now: float | None = None,
+    autoscaling: Any | None = None,
 ) -> list[dict[str, Any]]:
     now = time.time() if now is None else now
     results = []
     failed = []
     for table in config.tables:
         try:
-            outcome = compact_table(s3, dynamodb, config, table, now)
+            outcome = compact_table(s3, dynamodb, config, table, now, autoscaling)
         except BackupError as e:
             logger.exception("scheduled compaction failed", table=table, reason=str(e))
             outcome = {"table": table, "status": "failed", "error": str(e)}
@@ -145,6 +160,10 @@ def _clients() -> tuple[Any, Any]:
     return make_client("s3", settings), make_client("dynamodb", settings)
 
 
+def _autoscaling() -> Any:
+    return make_client("application-autoscaling", AwsSettings())
+
+
 def compaction_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """EventBridge schedule target; the event may name {"tables": [...]} to override."""
     config = ScheduleConfig.from_env(os.environ)
@@ -153,7 +172,7 @@ def compaction_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             config.bucket, tuple(event["tables"]), config.prefix, config.settle_seconds
         )
     s3, dynamodb = _clients()
-    return {"results": run_compactions(s3, dynamodb, config)}
+    return {"results": run_compactions(s3, dynamodb, config, autoscaling=_autoscaling())}
 
 
 def drill_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -215,7 +234,10 @@ def run(args: argparse.Namespace) -> int:
     config = ScheduleConfig(args.bucket, tables, normalize_prefix(args.prefix), args.settle)
     settings = settings_from(args)
     results = run_compactions(
-        make_client("s3", settings), make_client("dynamodb", settings), config
+        make_client("s3", settings),
+        make_client("dynamodb", settings),
+        config,
+        autoscaling=make_client("application-autoscaling", settings),
     )
     if args.json:
         emit_json({"results": results})

@@ -19,6 +19,7 @@ from jobs.restore import importtable
 from jobs.restore.guards import DEFAULT_MAX_DELETE_PERCENT
 from jobs.restore.keys import KeyFilter, partition_filter, read_key_file
 from jobs.restore.restorer import RestoreOptions, Restorer, RestoreReport, backup_key_schema
+from jobs.restore.settingsargs import add_settings_arguments, caller_account, overrides_from
 from jobs.restore.summary import report_to, write_failures
 
 _NO_FAILURES = RestoreReport("", "", 0, None)
@@ -43,9 +44,17 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--as-of", help="point in time (default: now, the latest state)")
     parser.add_argument(
-        "--create-table", action="store_true", help="create TARGET (on-demand) if missing"
+        "--create-table",
+        action="store_true",
+        help="create TARGET if missing, from the source's recorded settings (indexes, "
+        "capacity, stream, encryption, tags; TTL, PITR and auto scaling after the load)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="count puts and deletes only")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count puts and deletes, and print the requests that would create TARGET",
+    )
+    add_settings_arguments(parser)
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument(
         "--keys", metavar="FILE", help="only these keys: one JSON key a line (default: every key)"
@@ -172,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers + 8)
     s3 = make_client("s3", settings)
     dynamodb = make_client("dynamodb", settings)
+    overrides = overrides_from(args)
     key_filter = KeyFilter()
     if args.keys is not None or args.key_prefix is not None:
         plan = plan_state(s3, args.bucket, args.prefix, args.table, as_of, base_id=args.snapshot)
@@ -208,11 +218,14 @@ def run(args: argparse.Namespace) -> int:
             yes=args.yes,
             max_delete_percent=args.max_delete_percent,
             skip_unwritable=args.skip_unwritable,
+            settings=overrides,
+            target_account=caller_account(settings) if args.create_table else None,
         ),
         announce=announce,
         progress=progress,
         executor=executor,
         client_factories=(ClientFactory("s3", settings), ClientFactory("dynamodb", settings)),
+        autoscaling=make_client("application-autoscaling", settings),
     )
     try:
         restorer.run()

@@ -21,6 +21,7 @@ from compaction.keyschema import describe_key_schema, recorded_key_schema
 from compaction.manifest import KeyAttribute, Manifest, SkippedVersion
 from compaction.s3errors import translate
 from compaction.s3read import get_bytes
+from compaction.settingsstore import settings_at
 from compaction.state import StatePlan, StateReader, plan_state, read_state
 from jobs.restore.batchwrite import (
     BatchWriter,
@@ -39,7 +40,17 @@ from jobs.restore.guards import (
     refuse_source_as_target,
 )
 from jobs.restore.keys import KeyFilter
-from jobs.restore.target import require_target, scan
+from jobs.restore.tablesettings import (
+    SKIP_FLAG,
+    RecreatePlan,
+    SettingsOverrides,
+    UnapplicableSettingsError,
+    apply_after,
+    compare_existing,
+    create_from_plan,
+    plan_recreate,
+)
+from jobs.restore.target import check_schema, describe_target, scan
 
 
 class VerifyError(BackupError):
@@ -72,6 +83,9 @@ class RestoreReport:
     needs_yes: list[str] = field(default_factory=list)  # a dry run's big-delete warnings
     stopped: bool = False  # ended before every item was written
     error: str | None = None  # why it stopped, when it did
+    # Table settings: how the target was created (requests, what was not recreated or could
+    # not be applied), or how an existing target's settings differ from the backup's.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[UnwrittenItem]:
@@ -108,6 +122,7 @@ class RestoreReport:
             "error": self.error,
             "batch_write_calls": self.writes.requests,
             "retried_items": self.writes.retried_items,
+            "settings": self.settings,
             "verified": self.verified,
             "newest_event_time": (
                 format_time_us(self.newest_event_us) if self.newest_event_us else None
@@ -137,6 +152,8 @@ class RestoreOptions:
     yes: bool = False  # deletes above max_delete_percent, or emptying the target
     max_delete_percent: float = DEFAULT_MAX_DELETE_PERCENT
     skip_unwritable: bool = False  # write the rest when an item cannot be written
+    settings: SettingsOverrides = field(default_factory=SettingsOverrides)
+    target_account: str | None = None  # for checking a recorded KMS key (None: unknown)
 
 
 # The target's items in a restore's scope: key hash -> (item digest, key attributes).
@@ -292,9 +309,12 @@ class Restorer:
         progress: Callable[[str, int, int], None] | None = None,
         executor: UnitExecutor | None = None,
         client_factories: tuple[Callable[[], Any], Callable[[], Any]] | None = None,
+        autoscaling: Any | None = None,
     ) -> None:
         """A distributed `executor` needs `client_factories` (S3, DynamoDB): picklable
-        recipes the workers build their clients from."""
+        recipes the workers build their clients from. `autoscaling` (Application Auto
+        Scaling) recreates the scaling targets and policies of a created table."""
+        self._autoscaling = autoscaling
         self._s3 = s3
         self._dynamodb = dynamodb
         self._bucket = bucket
@@ -330,10 +350,8 @@ class Restorer:
             newest_event_us=plan.base.newest_event_time_us if plan.base else None,
             in_place=self._source == self._target,
         )
-        # Checks the target's keys (or that it may be created) before reading anything.
-        exists = require_target(
-            self._dynamodb, self._target, schema, opts.create_table, True, lambda text: None
-        )
+        # Checks the target's keys (or plans its creation) before reading anything.
+        exists, recreate = self._check_target(schema, report)
         key_names = [k.name for k in schema]
         existing: dict[str, Existing] = {unit: {} for unit in plan.units}
         if exists:  # one consistent read of the whole target decides bulk or diff
@@ -349,16 +367,14 @@ class Restorer:
             if opts.dry_run:
                 dry.fill(report, written=False)
                 report.needs_yes = big_delete_reasons(report.plan, opts.max_delete_percent)
-                require_target(
-                    self._dynamodb, self._target, schema, opts.create_table, True, self._announce
-                )
+                for line in recreate.lines(self._target) if recreate is not None else []:
+                    self._announce(line)
                 report.seconds = time.perf_counter() - started
                 return report
             refuse_big_delete(self._target, report.plan, opts.max_delete_percent, opts.yes)
 
-        require_target(
-            self._dynamodb, self._target, schema, opts.create_table, False, self._announce
-        )
+        if recreate is not None:
+            self._create(recreate, report)
         self.writing = True
         done = self._execute(plan, work, dry_run=False, verify=opts.verify, into=report)
         report.seconds = time.perf_counter() - started
@@ -372,8 +388,84 @@ class Restorer:
         if opts.verify:
             self._verify(key_names, done.digests)
             report.verified = True
+        if recreate is not None:
+            self._apply_after(recreate, report)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _check_target(
+        self, schema: tuple[KeyAttribute, ...], report: RestoreReport
+    ) -> tuple[bool, RecreatePlan | None]:
+        """Before anything is read or written: (the target exists, the plan that would
+        create it). A missing target is planned from the recorded settings (refused here when
+        a setting cannot be applied); an existing one keeps its settings, and how they differ
+        from the backup's is printed (a different key schema stops the restore)."""
+        opts = self._options
+        overrides = opts.settings
+        actual = describe_target(self._dynamodb, self._target)
+        if actual is not None:
+            check_schema(self._target, actual, schema)
+            recorded = overrides.settings_from or settings_at(
+                self._s3, self._bucket, self._prefix, self._source, opts.as_of_us
+            )
+            if recorded is not None:
+                differences = compare_existing(self._dynamodb, self._target, recorded)
+                report.settings = {"target_existed": True, "differences": differences}
+                if differences:
+                    self._announce(
+                        f"table {self._target!r} exists; its settings differ from the backup's "
+                        "(backup -> target), and are left as they are:"
+                    )
+                    for line in differences:
+                        self._announce(f"  {line}")
+            return True, None
+        if not opts.create_table:
+            raise NotFoundError(
+                f"target table {self._target!r} does not exist (add --create-table to create it)"
+            )
+        recorded = None
+        if overrides.settings_from is None:
+            recorded = settings_at(
+                self._s3, self._bucket, self._prefix, self._source, opts.as_of_us
+            )
+        plan = plan_recreate(
+            recorded,
+            schema,
+            self._target,
+            overrides,
+            region=getattr(getattr(self._dynamodb, "meta", None), "region_name", None),
+            account=opts.target_account,
+        )
+        report.settings = plan.as_json()
+        if plan.unapplicable and not overrides.skip_unapplicable:
+            raise UnapplicableSettingsError(
+                f"cannot recreate {self._target!r} as recorded: {'; '.join(plan.unapplicable)}; "
+                f"nothing was written (rerun with {SKIP_FLAG} to create it without)"
+            )
+        return False, plan
+
+    def _create(self, plan: RecreatePlan, report: RestoreReport) -> None:
+        """One CreateTable, wait until ACTIVE, check what was made."""
+        skip = self._options.settings.skip_unapplicable
+        unapplied = create_from_plan(self._dynamodb, plan, skip)
+        report.settings["unapplied"] = list(plan.unapplicable) + unapplied
+        self._announce(f"created table {self._target!r} ({plan.summary()})")
+        self._announce(plan.origin)
+        for line in report.settings["unapplied"]:
+            self._announce(f"not applied: {line}")
+        for line in plan.not_recreated:
+            self._announce(f"not recreated: {line}")
+
+    def _apply_after(self, plan: RecreatePlan, report: RestoreReport) -> None:
+        """Point-in-time recovery, auto scaling, then TTL: only now that the items are in."""
+        clients = {"dynamodb": self._dynamodb, "application-autoscaling": self._autoscaling}
+        applied, failed = apply_after(clients, plan, self._options.settings.skip_unapplicable)
+        report.settings["applied_after_load"] = [r.operation for r in applied]
+        report.settings["unapplied"] = report.settings.get("unapplied", []) + failed
+        for request in applied:
+            self._announce(f"applied {request.setting} ({request.operation})")
+        for line in failed:
+            self._announce(f"not applied: {line}")
 
     def _plan(self) -> StatePlan:
         opts = self._options

@@ -1,15 +1,16 @@
-"""The restore target table: its key schema, creating it, and reading it (parallel scan)."""
+"""The restore target table: its key schema, and reading it (parallel scan). Creating it
+from the recorded settings: jobs/restore/tablesettings.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from backup_lambda.ddbjson import Item
-from backup_lambda.errors import BackupError, NotFoundError, StorageError, UserInputError
+from backup_lambda.errors import BackupError, StorageError
 from compaction.manifest import KeyAttribute
 from jobs.restore.ddbitems import from_client_item
 
@@ -64,40 +65,6 @@ def check_schema(
         )
 
 
-def create_target(dynamodb: Any, table: str, schema: tuple[KeyAttribute, ...]) -> None:
-    """Create the table (on-demand billing) and wait until it is ACTIVE."""
-    if not schema or any(k.key_type is None for k in schema):
-        raise UserInputError(
-            "cannot create the target: the backup records key names but not which is the "
-            "partition key; create the table yourself, or compact while the source table "
-            "can be described"
-        )
-    existed = False
-    try:
-        try:
-            dynamodb.create_table(
-                TableName=table,
-                KeySchema=[{"AttributeName": k.name, "KeyType": k.key_type} for k in schema],
-                AttributeDefinitions=[
-                    {"AttributeName": k.name, "AttributeType": k.attribute_type} for k in schema
-                ],
-                BillingMode="PAY_PER_REQUEST",
-            )
-        except ClientError as e:
-            # An earlier attempt whose answer was lost created it (botocore sent the request
-            # again), or another client did: the key check below decides if it fits.
-            if e.response.get("Error", {}).get("Code") != "ResourceInUseException":
-                raise
-            existed = True
-        dynamodb.get_waiter("table_exists").wait(
-            TableName=table, WaiterConfig={"Delay": 2, "MaxAttempts": 150}
-        )
-    except (ClientError, BotoCoreError) as e:
-        raise _storage(e, table, "CreateTable") from e
-    if existed:
-        check_schema(table, describe_target(dynamodb, table) or (), schema)
-
-
 def scan(dynamodb: Any, table: str, segments: int = 8) -> Iterator[Item]:
     """Every item of the table, by a parallel scan; items in our stored form."""
     with ThreadPoolExecutor(max_workers=segments, thread_name_prefix="scan") as pool:
@@ -116,28 +83,3 @@ def _segment(dynamodb: Any, table: str, segment: int, total: int) -> Iterator[It
                 yield from_client_item(item)
     except (ClientError, BotoCoreError) as e:
         raise _storage(e, table, "Scan") from e
-
-
-def require_target(
-    dynamodb: Any,
-    table: str,
-    schema: tuple[KeyAttribute, ...],
-    create: bool,
-    dry_run: bool,
-    announce: Callable[[str], None],
-) -> bool:
-    """Make sure the target exists with the right keys; True if it exists now."""
-    actual = describe_target(dynamodb, table)
-    if actual is None:
-        if not create:
-            raise NotFoundError(
-                f"target table {table!r} does not exist (add --create-table to create it)"
-            )
-        if dry_run:
-            announce(f"would create table {table!r} (on-demand)")
-            return False
-        create_target(dynamodb, table, schema)
-        announce(f"created table {table!r} (on-demand)")
-        return True
-    check_schema(table, actual, schema)
-    return True

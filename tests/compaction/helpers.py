@@ -23,6 +23,7 @@ from compaction.chain import load_chain
 from compaction.compactor import CompactionConfig, CompactionResult, Compactor
 from compaction.manifest import Manifest
 from compaction.rowformat import decode_items, item_text
+from compaction.tablesettings import TableSettings
 
 SEC = 1_000_000
 BUCKET = "compaction-tests"
@@ -237,6 +238,9 @@ def _read_level(s3: Any, manifest: Manifest, bucket: str) -> _Level:
         elif data_file.format == "aws-export":
             # DynamoDB-style export manifests (checked in test_export_manifests.py)
             assert "/export/AWSDynamoDB/" in data_file.key
+        elif data_file.format == "table-settings":
+            assert data_file.rows == 1, "one settings document"
+            assert TableSettings.from_json(body, data_file.key).table == manifest.table
         else:
             assert data_file.format == "json.gz"
             lines = gzip.decompress(body).decode("utf-8").splitlines()

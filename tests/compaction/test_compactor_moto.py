@@ -381,8 +381,15 @@ def test_manifest_files_schema_and_counts(
     assert manifest.skipped == ()
     # 4 keys changed, 3 live: the removed one is kept as a tombstone.
     assert manifest.counts.removed == 1
-    # aws-export: the DynamoDB-style manifests beside the JSON lines (test_export_manifests)
-    assert {f.format for f in manifest.files} == {"parquet", "json.gz", "tombstones", "aws-export"}
+    # aws-export: the DynamoDB-style manifests beside the JSON lines (test_export_manifests);
+    # with a DynamoDB client, the table's settings document is listed too.
+    assert {f.format for f in manifest.files} == {
+        "parquet",
+        "json.gz",
+        "tombstones",
+        "aws-export",
+        "table-settings",
+    }
     assert all(f.rows > 0 for f in manifest.files if f.format != "aws-export")
     assert manifest.total_bytes == sum(f.bytes for f in manifest.files) > 0
 

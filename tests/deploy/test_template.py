@@ -332,6 +332,29 @@ def check_scheduled_tools(template: Template) -> list[str]:
     return problems
 
 
+SETTINGS_READS = {
+    "dynamodb:describetable",
+    "dynamodb:describetimetolive",
+    "dynamodb:describecontinuousbackups",
+    "dynamodb:listtagsofresource",
+    "dynamodb:getresourcepolicy",
+    "dynamodb:describekinesisstreamingdestination",
+}
+
+
+def check_settings_capture(template: Template) -> list[str]:
+    """The compaction may read the source table's settings, and nothing but read them."""
+    granted: set[str] = set()
+    for statement in role_statements(template, function_role(template, "CompactionFunction")):
+        actions = {str(a).lower() for a in as_list(statement.get("Action", []))}
+        if actions & SETTINGS_READS:
+            if "table/${SourceTableName}" not in resource_text(statement.get("Resource")):
+                return ["the compaction reads settings of the source table only"]
+            granted |= actions
+    missing = SETTINGS_READS - granted
+    return [f"the compaction may not read {sorted(missing)}"] if missing else []
+
+
 CHECKS: dict[str, Check] = {
     "partial_batch_responses": check_partial_batch_responses,
     "bounded_retries": check_bounded_retries,
@@ -347,6 +370,7 @@ CHECKS: dict[str, Check] = {
     "journal_settings": check_journal_settings,
     "iterator_age_alarm": check_iterator_age_alarm,
     "scheduled_tools": check_scheduled_tools,
+    "settings_capture": check_settings_capture,
 }
 
 
@@ -398,6 +422,14 @@ MUTATIONS: dict[str, Callable[[Template], None]] = {
     ),
     "iterator_age_alarm": lambda t: t["Resources"].pop("IteratorAgeAlarm"),
     "scheduled_tools": lambda t: props(t, "DrillFunction").pop("Events"),
+    "settings_capture": lambda t: _set_sid(
+        t["Resources"]["CompactionRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+            "Statement"
+        ],
+        "ReadTheSourceTableSettings",
+        "Action",
+        ["dynamodb:DescribeTable"],
+    ),
 }
 
 

@@ -331,7 +331,10 @@ def test_cli_backfill_json_and_its_record(
     assert payload["table"] == TABLE
     (record_key,) = [
         o["Key"]
-        for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{TABLE}/v1/backfills/")["Contents"]
+        # the record; the table's settings lie in the run's folder beside it
+        for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{TABLE}/v1/backfills/", Delimiter="/")[
+            "Contents"
+        ]
     ]
     record = json.loads(s3.get_object(Bucket=bucket, Key=record_key)["Body"].read())
     assert record_key.endswith(f"/{payload['run_id']}.json")

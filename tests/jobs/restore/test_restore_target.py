@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,7 +10,8 @@ import pytest
 from backup_lambda.errors import NotFoundError
 from compaction.manifest import KeyAttribute
 from jobs.main import main
-from jobs.restore.target import SchemaMismatchError, check_schema, create_target, describe_target
+from jobs.restore.tablesettings import create_from_plan, plan_recreate
+from jobs.restore.target import SchemaMismatchError, check_schema, describe_target
 from tests.jobs.restore.restore_fixtures import (
     BUCKET,
     SECOND,
@@ -56,7 +58,11 @@ def test_create_table_uses_the_manifest_key_schema(backup: Backup) -> None:  # n
         (a["AttributeName"], a["AttributeType"]) for a in table["AttributeDefinitions"]
     ) == [("pk", "S"), ("sk", "N")]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-    assert announced == ["created table 'fresh' (on-demand)"]
+    # The snapshot recorded the (deleted) source's settings; the table is made from them.
+    assert announced[0] == "created table 'fresh' (on-demand)"
+    assert announced[1].startswith("settings captured at ")
+    assert announced[1].endswith(f"(snapshot {manifest.id})")
+    assert len(announced) == 2
     assert backup.target_items("fresh") == backup.oracle(as_of)
 
 
@@ -78,7 +84,30 @@ def test_create_table_dry_run_creates_nothing(backup: Backup) -> None:  # noqa: 
     ).run()
     assert report.puts == 5
     assert report.writes.requests == 0
-    assert announced == ["would create table 'fresh' (on-demand)"]
+    # No snapshot, so no recorded settings: the request is the one of earlier releases.
+    assert announced[:2] == [
+        "would create table 'fresh' (on-demand)",
+        "the backup records no table settings: key schema only, on-demand billing",
+    ]
+    assert announced[2:] == [
+        "CreateTable "
+        + json.dumps(
+            {
+                "AttributeDefinitions": [
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "N"},
+                ],
+                "BillingMode": "PAY_PER_REQUEST",
+                "KeySchema": [
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                "TableName": "fresh",
+            },
+            indent=2,
+            sort_keys=True,
+        )
+    ]
     assert "fresh" not in backup.dynamodb.list_tables()["TableNames"]
 
 
@@ -242,7 +271,7 @@ class _AnswerLost:
 def test_a_create_table_whose_answer_was_lost_goes_on(mocked: tuple[Any, Any]) -> None:  # noqa: F811
     _, dynamodb = mocked
     schema = (KeyAttribute("pk", "S", "HASH"), KeyAttribute("sk", "N", "RANGE"))
-    create_target(_AnswerLost(dynamodb), "fresh", schema)
+    create_from_plan(_AnswerLost(dynamodb), plan_recreate(None, schema, "fresh"), False)
     assert describe_target(dynamodb, "fresh") == schema
 
 
@@ -253,4 +282,4 @@ def test_a_table_someone_else_created_with_other_keys_is_refused(
     create_table(dynamodb, "taken", {"id": "S"})
     schema = (KeyAttribute("pk", "S", "HASH"), KeyAttribute("sk", "N", "RANGE"))
     with pytest.raises(SchemaMismatchError, match="key schema mismatch"):
-        create_target(dynamodb, "taken", schema)
+        create_from_plan(dynamodb, plan_recreate(None, schema, "taken"), False)
