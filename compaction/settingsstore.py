@@ -10,7 +10,6 @@ earlier run recorded.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from compaction.manifest import DataFile, Manifest, snapshot_id
 from compaction.s3errors import translate
 from compaction.snapshot_io import upload
 from compaction.tablesettings import FILE_FORMAT, PARTS, TABLE, Part, TableSettings
+from compaction.verified import fetch, where
 
 SETTINGS_NAME = "table-settings.json"
 
@@ -46,26 +46,9 @@ def settings_file(manifest: Manifest) -> DataFile | None:
 
 
 def read_settings(s3: Any, bucket: str, data_file: DataFile) -> TableSettings:
-    """The pinned version of the document, checked against its record (size, SHA-256)."""
-    where = f"s3://{bucket}/{data_file.key}"
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": data_file.key}
-    if data_file.version_id:
-        kwargs["VersionId"] = data_file.version_id
-    try:
-        body: bytes = s3.get_object(**kwargs)["Body"].read()
-    except ClientError as e:
-        code = e.response.get("Error", {}).get("Code")
-        if code in {"NoSuchKey", "NoSuchVersion", "404"}:
-            raise CorruptSnapshotError(f"{where}: the settings document is missing") from e
-        raise translate(e, bucket, data_file.key) from e
-    except BotoCoreError as e:
-        raise translate(e, bucket, data_file.key) from e
-    if len(body) != data_file.bytes or hashlib.sha256(body).hexdigest() != data_file.sha256:
-        raise CorruptSnapshotError(
-            f"{where}: the settings document does not match its record "
-            f"({len(body)} bytes, expected {data_file.bytes}; SHA-256 differs or not)"
-        )
-    return TableSettings.from_json(body, where)
+    """The pinned version of the document, verified against its record (size, SHA-256)."""
+    body = fetch(s3, bucket, data_file)
+    return TableSettings.from_json(body, where(bucket, data_file))
 
 
 @dataclass(frozen=True)

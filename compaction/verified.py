@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import uuid
 import zlib
@@ -130,7 +131,11 @@ def check_local(path: Path, data_file: DataFile, name: str) -> None:
 
 
 def check_rows(source: bytes | Path, data_file: DataFile, name: str) -> None:
-    """Parquet (and tombstones): the footer's row count; JSON lines: the line count."""
+    """Parquet (and tombstones): the footer's row count; JSON lines: the line count; a
+    table settings document: one JSON object."""
+    if data_file.format == "table-settings":
+        _check_document(source, data_file, name)
+        return
     if data_file.format == "json.gz":
         counter = _LineCounter(name)
         sink = counter.reset()
@@ -147,6 +152,16 @@ def check_rows(source: bytes | Path, data_file: DataFile, name: str) -> None:
     rows = parquet_rows(source, name)
     if rows != data_file.rows:
         raise CorruptSnapshotError(f"{name}: holds {rows} rows, the manifest says {data_file.rows}")
+
+
+def _check_document(source: bytes | Path, data_file: DataFile, name: str) -> None:
+    body = source.read_bytes() if isinstance(source, Path) else source
+    try:
+        document = json.loads(body)
+    except ValueError as e:
+        raise CorruptSnapshotError(f"{name}: not a JSON document ({_first_line(e)})") from e
+    if not isinstance(document, dict) or data_file.rows != 1:
+        raise CorruptSnapshotError(f"{name}: holds 1 document, the manifest says {data_file.rows}")
 
 
 def parquet_rows(source: bytes | Path, name: str) -> int:
@@ -200,7 +215,7 @@ def _compare(name: str, data_file: DataFile, size: int, sha256: str, head: bytes
     else:
         what = f"replaced: sha256 {sha256[:12]}..., the manifest pins {data_file.sha256[:12]}..."
     magic = _GZIP_MAGIC if data_file.format == "json.gz" else _PARQUET_MAGIC
-    if not head.startswith(magic):
+    if data_file.format in {"json.gz", "parquet", "tombstones"} and not head.startswith(magic):
         kind = "gzip JSON lines" if data_file.format == "json.gz" else "Parquet"
         what += f"; not a {kind} file"
     raise CorruptSnapshotError(f"{name}: {what}")

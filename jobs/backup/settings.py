@@ -30,7 +30,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "document (edit it and pass it to `restore --settings-from`).",
     )
     parser.add_argument("--as-of", help="point in time (default: now, the newest settings)")
-    parser.add_argument("--diff", metavar="TIME2", help="show what changed between the times")
+    parser.add_argument(
+        "--diff",
+        metavar="TIME2",
+        help="show what changed between --as-of and TIME2 (default: no comparison)",
+    )
     parser.set_defaults(run=run)
 
 

@@ -19,7 +19,9 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "table settings (with --create-table; default: as recorded with the backup)"
     )
-    group.add_argument("--billing-mode", choices=BILLING_MODES, help="instead of the recorded")
+    group.add_argument(
+        "--billing-mode", choices=BILLING_MODES, help="(default: the recorded billing mode)"
+    )
     group.add_argument(
         "--no-indexes", action="store_true", help="create no global or local secondary index"
     )
@@ -30,13 +32,18 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="K=V",
-        help="a tag to add (or change); repeatable",
+        help="a tag to add (or change); repeatable (default: the recorded tags only)",
     )
-    group.add_argument("--kms-key", metavar="KEY", help="encrypt with this KMS key (id or ARN)")
+    group.add_argument(
+        "--kms-key",
+        metavar="KEY",
+        help="encrypt with this KMS key, id or ARN (default: the recorded key)",
+    )
     group.add_argument(
         "--settings-from",
         metavar="FILE",
-        help="settings document to create from (`ddb-backup settings --json`, edited)",
+        help="settings document to create from, e.g. `ddb-backup settings --json` edited "
+        "(default: the settings recorded with the backup)",
     )
     group.add_argument(
         "--skip-unapplicable",
