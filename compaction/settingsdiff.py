@@ -45,7 +45,10 @@ def _compare(old: Any, new: Any, path: str, out: list[str]) -> None:
     if isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new)):
             where = f"{path}.{key}"
-            if key not in old:
+            if where in _KEYED and (key not in old or key not in new):
+                # An absent list of named things is an empty one: one line per element.
+                _compare(old.get(key, []), new.get(key, []), where, out)
+            elif key not in old:
                 out.append(f"+ {where}: {_text(new[key])}")
             elif key not in new:
                 out.append(f"- {where}: {_text(old[key])}")

@@ -462,6 +462,60 @@ def _scaling_requests(settings: TableSettings, target: str, build: _Builder) -> 
     return out
 
 
+# ImportTable takes these of CreateTable's parameters (TableCreationParameters).
+_IMPORT_TABLE_KEYS = (
+    "TableName",
+    "AttributeDefinitions",
+    "KeySchema",
+    "BillingMode",
+    "ProvisionedThroughput",
+    "OnDemandThroughput",
+    "SSESpecification",
+    "GlobalSecondaryIndexes",
+)
+
+
+def import_table_parameters(plan: RecreatePlan) -> tuple[dict[str, Any], list[Request], list[str]]:
+    """For `restore --via import-table`: ImportTable's TableCreationParameters from the same
+    plan, the requests that give the imported table the rest (stream, deletion protection,
+    table class, tags) before the after-load ones, and what ImportTable cannot make at all
+    (local indexes exist only from CreateTable)."""
+    create = dict(plan.create.params)
+    params = {k: create[k] for k in _IMPORT_TABLE_KEYS if k in create}
+    used = {k["AttributeName"] for k in params["KeySchema"]} | {
+        k["AttributeName"] for i in params.get("GlobalSecondaryIndexes", []) for k in i["KeySchema"]
+    }
+    params["AttributeDefinitions"] = [
+        a for a in params["AttributeDefinitions"] if a["AttributeName"] in used
+    ]
+    target = create["TableName"]
+    before: list[Request] = []
+    update: dict[str, Any] = {
+        k: create[k]
+        for k in ("StreamSpecification", "DeletionProtectionEnabled", "TableClass")
+        if k in create
+    }
+    if update:
+        before.append(
+            Request("dynamodb", "UpdateTable", {"TableName": target, **update}, "table settings")
+        )
+    if create.get("Tags"):
+        before.append(
+            Request(
+                "dynamodb",
+                "TagResource",
+                {"ResourceArn": f"<the ARN of {target}>", "Tags": create["Tags"]},
+                "tags",
+            )
+        )
+    lost = [
+        f"local index {i['IndexName']}: ImportTable creates no local indexes (restore without "
+        "--via import-table to keep them)"
+        for i in create.get("LocalSecondaryIndexes", [])
+    ]
+    return params, before, lost
+
+
 # --- applying a plan -----------------------------------------------------------------------
 
 # Which CreateTable parameter an error message blames, and what it is called.

@@ -168,7 +168,11 @@ class Source:
         )
 
     def restore(
-        self, target: str, announced: list[str] | None = None, **overrides: Any
+        self,
+        target: str,
+        announced: list[str] | None = None,
+        account: str = ACCOUNT,
+        **overrides: Any,
     ) -> RestoreReport:
         return Restorer(
             self.backend.s3,
@@ -182,7 +186,7 @@ class Source:
                 workers=4,
                 read_concurrency=8,
                 settings=SettingsOverrides(**overrides),
-                target_account=ACCOUNT,
+                target_account=account,
             ),
             announce=(announced.append if announced is not None else (lambda text: None)),
             autoscaling=self.backend.autoscaling,
