@@ -182,8 +182,7 @@ class Compactor:
                 ]
                 items = sum(r.rows for r in fulls)
                 counts_extra = (sum(r.carried for r in fulls), sum(r.removed for r in fulls))
-        settings = self._settings_file(capture, run_root)
-        files = [*files, *([settings] if settings is not None else [])]
+        files = [*files, *self._settings_files(capture, run_root)]
         newest = [r.newest_event_us for r in changes if r.newest_event_us is not None]
         if base is not None and base.newest_event_time_us is not None:
             newest.append(base.newest_event_time_us)
@@ -260,10 +259,10 @@ class Compactor:
             clock=self._clock,
         )
 
-    def _settings_file(self, capture: BackgroundCapture | None, run_root: str) -> DataFile | None:
+    def _settings_files(self, capture: BackgroundCapture | None, run_root: str) -> list[DataFile]:
         if capture is None:
-            return None
-        return upload_settings(self._s3, self._bucket, run_root, capture.result())
+            return []
+        return [upload_settings(self._s3, self._bucket, run_root, capture.result())]
 
     def _map(self, work: Callable[[Any], Any], items: list[Any], phase: str) -> list[Any]:
         results = []
