@@ -192,40 +192,79 @@ class JournalWriter:
                 # Before any change goes only to the journal: readers then know the item
                 # objects do not hold everything written after `since`.
                 since = now - JOURNAL_ONLY_MARGIN_US
-                key = f"{journal_only_prefix(self._prefix, table)}{stamp(since)}-{unique_id()}.json"
-                self._put_marker(key, JOURNAL_ONLY_FORMAT, table, "since", since, now)
+                write_marker(
+                    self._s3,
+                    self._bucket,
+                    self._prefix,
+                    table,
+                    JOURNAL_ONLY,
+                    since,
+                    self._writer,
+                    now,
+                )
             if self._claim_coverage or self._journal_only:
                 complete = now + COVERAGE_DELAY_US
-                key = f"{coverage_prefix(self._prefix, table)}{stamp(complete)}-{unique_id()}.json"
-                self._put_marker(key, COVERAGE_FORMAT, table, "complete_from", complete, now)
+                write_marker(
+                    self._s3,
+                    self._bucket,
+                    self._prefix,
+                    table,
+                    COVERAGE,
+                    complete,
+                    self._writer,
+                    now,
+                )
             self._declared.add(table)
 
-    def _put_marker(
-        self, key: str, kind: str, table: str, field: str, micros: int, now: int
-    ) -> None:
-        document = {
-            "format": kind,
-            "version": 1,
-            "table": table,
-            f"{field}_us": micros,
-            field: _iso(micros),
-            "written_at_us": now,
-            "writer": self._writer,
-        }
-        body = json.dumps(document, indent=1).encode("utf-8")
-        self._put(key, body, "application/json", {})
-
     def _put(self, key: str, body: bytes, content_type: str, metadata: dict[str, str]) -> None:
-        try:
-            self._s3.put_object(
-                Bucket=self._bucket,
-                Key=key,
-                Body=body,
-                ContentType=content_type,
-                Metadata=metadata,
-            )
-        except (ClientError, BotoCoreError) as e:
-            raise StorageError(f"s3://{self._bucket}/{key}: {e}") from e
+        _put(self._s3, self._bucket, key, body, content_type, metadata)
+
+
+COVERAGE = "coverage"
+JOURNAL_ONLY = "journal-only"
+_MARKERS = {
+    COVERAGE: (coverage_prefix, COVERAGE_FORMAT, "complete_from"),
+    JOURNAL_ONLY: (journal_only_prefix, JOURNAL_ONLY_FORMAT, "since"),
+}
+
+
+def write_marker(
+    s3: Any,
+    bucket: str,
+    prefix: str,
+    table: str,
+    kind: str,
+    micros: int,
+    writer: str,
+    now_us: int | None = None,
+) -> str:
+    """A marker object (`coverage`: the journal is complete from `micros`; `journal-only`:
+    item objects may miss changes written from `micros`). Markers are never replaced:
+    readers take the oldest, whose time is in its name. Returns its key."""
+    folder, kind_format, field = _MARKERS[kind]
+    key = f"{folder(prefix, table)}{stamp(micros)}-{unique_id()}.json"
+    document = {
+        "format": kind_format,
+        "version": 1,
+        "table": table,
+        f"{field}_us": micros,
+        field: _iso(micros),
+        "written_at_us": now_us if now_us is not None else int(time.time() * 1_000_000),
+        "writer": writer,
+    }
+    _put(s3, bucket, key, json.dumps(document, indent=1).encode("utf-8"), "application/json", {})
+    return key
+
+
+def _put(
+    s3: Any, bucket: str, key: str, body: bytes, content_type: str, metadata: dict[str, str]
+) -> None:
+    try:
+        s3.put_object(
+            Bucket=bucket, Key=key, Body=body, ContentType=content_type, Metadata=metadata
+        )
+    except (ClientError, BotoCoreError) as e:
+        raise StorageError(f"s3://{bucket}/{key}: {e}") from e
 
 
 def _iso(micros: int) -> str:

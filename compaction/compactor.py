@@ -1,4 +1,4 @@
-"""The compaction job: fold a table's object versions up to T into one committed snapshot,
+"""The compaction job: fold a table's changes up to T into one committed snapshot,
 a full one or a delta on the newest earlier snapshot (compaction.policy decides)."""
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from compaction import catalog, exportmanifests
 from compaction.columns import AttributeStats, Stats, choose_columns, merge_stats
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
 from compaction.fallback import damaged_snapshot
+from compaction.journal import JOURNAL
+from compaction.journalcheck import JournalCheck, check_journal, mismatch_error
 from compaction.keyschema import resolve_key_schema
 from compaction.manifest import Column, ColumnStats, Counts, DataFile, Manifest, snapshot_id
 from compaction.policy import SnapshotPolicy, column_change, decide, delta_columns
 from compaction.rowformat import DATA_LAYOUT
 from compaction.settingsstore import upload_settings
-from compaction.state import DEFAULT_CLOCK_SKEW_US, plan_state
+from compaction.state import DEFAULT_CLOCK_SKEW_US, StatePlan, plan_state
 from compaction.tablesettings import DEFAULT_CAPTURE_SECONDS, BackgroundCapture, capture_settings
 from compaction.tasks import (
     UnitChangeResult,
@@ -44,6 +46,8 @@ class CompactionConfig:
     skip_corrupt: bool = False
     rebuild: bool = False  # read no snapshot at all: fold every object version (a full build)
     base_snapshot: str | None = None  # build on this snapshot, not the newest (--snapshot)
+    listing: bool = False  # find the changes after the base by listing, even with a journal
+    verify_journal: bool = False  # compare the journal window with the item versions
     policy: SnapshotPolicy = field(default_factory=SnapshotPolicy)  # delta or full
     # Record the source table's settings (DescribeTable, TTL, PITR, tags, ...) in the
     # snapshot; the capture runs beside the run and gets at most this long.
@@ -56,6 +60,7 @@ class CompactionResult:
     manifest: Manifest
     created: bool  # False: a snapshot for this as-of was already committed (no-op)
     seconds: float
+    journal_check: JournalCheck | None = None  # with verify_journal
 
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -102,28 +107,25 @@ class Compactor:
         )
         if existing is not None:
             return CompactionResult(existing, created=False, seconds=time.perf_counter() - started)
-        plan = plan_state(
-            self._s3,
-            self._bucket,
-            self._prefix,
-            self._table,
-            as_of_us,
-            full=self._rebuilt,
-            shard_digits=self._config.shard_digits,
-            skew_us=self._config.clock_skew_us,
-            base_id=self._config.base_snapshot,
-        )
+        # Every listing (the journal window's, while planning; the item versions') starts
+        # after this: what was written before it is in the snapshot's reach.
+        watermark_us = int(self._clock() * 1_000_000)
+        plan = self._plan(as_of_us, listing=self._config.listing)
+        check = None
+        if self._config.verify_journal:
+            check = self._check_journal(plan, watermark_us)
+            if check.missing:  # the journal cannot be trusted for this window
+                plan = self._plan(as_of_us, listing=True)
         base = plan.base
         capture = self._start_capture()
         run_id = uuid.uuid4().hex[:12]
-        watermark_us = int(self._clock() * 1_000_000)  # listing starts after this
         run_root = catalog.run_prefix(self._prefix, self._table, snapshot, run_id)
         # The GETs in flight are shared by the units that run at once: a table of one
         # unit reads with all of them.
         at_once = min(len(plan.units), self._executor.concurrency)
         with tempfile.TemporaryDirectory(prefix="ddb-backup-compact-") as tmp:
             task = UnitTask(
-                plan=plan,
+                plan=plan.shared(),  # each unit's journal changes go with its UnitWork
                 run_root=run_root,
                 s3=self._s3_factory,
                 read_concurrency=max(4, self._config.read_concurrency // at_once),
@@ -131,7 +133,7 @@ class Compactor:
                 local_dir=None if self._executor.distributed else tmp,
             )
             changes: list[UnitChangeResult] = self._checked(
-                base, functools.partial(phase_changes, task), plan.units, "list+fold"
+                base, functools.partial(phase_changes, task), plan.work(), "list+fold"
             )
             key_schema, source = resolve_key_schema(
                 self._dynamodb,
@@ -206,10 +208,15 @@ class Compactor:
                 changed_keys=sum(r.changed_keys for r in changes),
                 carried_rows=counts_extra[0],
                 removed=counts_extra[1],
+                journal_objects=plan.journal.objects if plan.journal else 0,
+                journal_changes=plan.journal.changes if plan.journal else 0,
             ),
             newest_event_time_us=max(newest) if newest else None,
             run_id=run_id,
-            skipped=tuple(s for r in changes for s in r.skipped),
+            skipped=(
+                *(plan.journal.skipped if plan.journal else ()),
+                *(s for r in changes for s in r.skipped),
+            ),
             kind="delta" if delta else "full",
             parent=base.id if delta and base else None,
             depth=base.depth + 1 if delta and base else 0,
@@ -219,6 +226,7 @@ class Compactor:
             ),
             data_layout=DATA_LAYOUT,
             policy_reason=decision.reason,
+            change_source=plan.source.kind,
         )
         # DynamoDB-style export manifests beside the export files, before the commit.
         manifest = exportmanifests.add_export_manifests(
@@ -229,7 +237,44 @@ class Compactor:
             parent_as_of_us=base.as_of_us if base and manifest.kind == "delta" else None,
         )
         catalog.commit(self._s3, self._bucket, self._prefix, manifest)
-        return CompactionResult(manifest, created=True, seconds=time.perf_counter() - started)
+        if check is not None and check.missing:
+            raise mismatch_error(check, manifest.id, self._table)
+        return CompactionResult(
+            manifest, created=True, seconds=time.perf_counter() - started, journal_check=check
+        )
+
+    def _check_journal(self, plan: StatePlan, watermark_us: int) -> JournalCheck:
+        """Compare the journal window with the item versions it covers (only a plan that
+        reads the journal alone has anything to compare)."""
+        if plan.source.kind != JOURNAL or plan.journal is None:
+            return JournalCheck(checked=False)
+        return check_journal(
+            self._s3,
+            self._bucket,
+            self._prefix,
+            self._table,
+            plan.journal,
+            plan.since_us,
+            watermark_us,
+            skew_us=plan.skew_us,
+            concurrency=self._config.read_concurrency,
+        )
+
+    def _plan(self, as_of_us: int, *, listing: bool) -> StatePlan:
+        return plan_state(
+            self._s3,
+            self._bucket,
+            self._prefix,
+            self._table,
+            as_of_us,
+            full=self._rebuilt,
+            shard_digits=self._config.shard_digits,
+            skew_us=self._config.clock_skew_us,
+            base_id=self._config.base_snapshot,
+            listing=listing,
+            skip_corrupt=self._config.skip_corrupt,
+            read_concurrency=self._config.read_concurrency,
+        )
 
     @property
     def _rebuilt(self) -> bool:

@@ -81,6 +81,8 @@ class Counts:
     changed_keys: int
     carried_rows: int
     removed: int = 0  # tombstones: keys whose newest change as of the snapshot is a removal
+    journal_objects: int = 0  # journal objects read (change_source journal or listing+journal)
+    journal_changes: int = 0  # changes read from them
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ class Manifest:
     depth: int = 0  # 0 for a full; a delta's parent's depth + 1
     column_stats: tuple[ColumnStats, ...] = field(default_factory=tuple)
     clock: ClockReading | None = None
-    change_source: str = "listing"  # how changes after the base were found: listing | journal
+    # How changes after the base were found: listing | journal | listing+journal.
+    change_source: str = "listing"
     origin: str = "compaction"  # what built it: compaction | import-export
     # How rows are stored in its Parquet files: 1 (release 1: key hash, whole item, version
     # id per row) or 2 (canonical key text, typed columns plus the rest of the item; FORMAT.md).

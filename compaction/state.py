@@ -1,16 +1,19 @@
-"""The state of a table as of T: a base snapshot (with its chain) plus the object versions
+"""The state of a table as of T: a base snapshot (with its chain) plus the changes written
 after it.
 
 Shared by compaction (which writes the state, or what changed, as a snapshot), restore
 (which writes it to DynamoDB) and query (which serves it to SQL). Work is split into units
 by key-hash prefix; each unit is listed, read and folded on its own, so memory is bounded
-by a unit. The base rows come from compaction.chain (the chain resolved per unit).
+by a unit. The base rows come from compaction.chain (the chain resolved per unit). The
+changes after the base come from the change journal when it covers the window (read once
+per plan, split by unit), else from listing the item versions (compaction/journal.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +30,25 @@ from backup_lambda.layout import (
 )
 from compaction import catalog
 from compaction.chain import chain_rows, load_chain
-from compaction.fold import LAST_MODIFIED_RESOLUTION_US, KeyPlan, Row, Version, candidates_for
+from compaction.fold import (
+    LAST_MODIFIED_RESOLUTION_US,
+    KeyPlan,
+    Row,
+    Version,
+    candidates_for,
+    fold_winner,
+)
+from compaction.journal import (
+    JOURNAL,
+    LISTING,
+    ChangeSource,
+    JournalEntry,
+    JournalWindow,
+    choose_source,
+    has_journal,
+    read_window,
+    rows_by_key,
+)
 from compaction.manifest import Manifest, SkippedVersion
 from compaction.s3errors import translate
 from compaction.s3read import get_bytes
@@ -65,6 +86,17 @@ def unit_listing_prefix(items_root: str, unit: str) -> str:
     return f"{items_root}{unit[:SHARD_HEX_DIGITS]}/{unit}"
 
 
+NO_JOURNAL = ChangeSource(LISTING, "the plan was made without the journal")
+
+
+@dataclass(frozen=True)
+class UnitWork:
+    """A unit and its journal changes: the item a unit task is mapped over."""
+
+    unit: str
+    journal: tuple[JournalEntry, ...] = ()
+
+
 @dataclass(frozen=True)
 class StatePlan:
     """What to read for the state as of `as_of_us`: the base and the versions after it."""
@@ -79,10 +111,22 @@ class StatePlan:
     skew_us: int = DEFAULT_CLOCK_SKEW_US
     estimated_items: int = 0  # the base's items, else an estimate from one LIST
     chain: tuple[Manifest, ...] = ()  # the base's chain, its full snapshot first (base last)
+    source: ChangeSource = NO_JOURNAL
+    journal: JournalWindow | None = None  # the window's journal changes, by unit
 
     @property
     def units(self) -> list[str]:
         return units_for(self.shard_digits)
+
+    def work(self) -> list[UnitWork]:
+        """One item per unit, carrying the unit's share of the journal window: what a unit
+        task needs besides `shared()` (a distributed worker gets only its own share)."""
+        journal = self.journal
+        return [UnitWork(u, journal.entries(u) if journal else ()) for u in self.units]
+
+    def shared(self) -> StatePlan:
+        """The plan without the journal's changes (each unit's go with its UnitWork)."""
+        return dataclasses.replace(self, journal=None)
 
     def listing_prefixes(self, unit: str) -> list[str]:
         """Key-hash prefixes to list for `unit`: the unit, or its 16 sub-prefixes when the
@@ -102,12 +146,19 @@ def plan_state(
     shard_digits: int | None = None,
     skew_us: int = DEFAULT_CLOCK_SKEW_US,
     base_id: str | None = None,
+    listing: bool = False,
+    skip_corrupt: bool = False,
+    read_concurrency: int = 16,
 ) -> StatePlan:
     """Find the base (newest committed snapshot with as-of <= T, or the snapshot `base_id`
-    names, e.g. an older one when the newest is damaged) and size the units."""
-    # A table whose backup so far is only imported snapshots (import-export) has no items.
-    if not has_objects(s3, bucket, items_prefix(prefix, table)) and not has_objects(
-        s3, bucket, catalog.snapshots_prefix(prefix, table)
+    names, e.g. an older one when the newest is damaged), size the units, choose the
+    change source, and read the journal window once when that is the source."""
+    # A table whose backup so far is only imported snapshots (import-export) has no items,
+    # and a journal-only table has only its journal.
+    if (
+        not has_objects(s3, bucket, items_prefix(prefix, table))
+        and not has_objects(s3, bucket, catalog.snapshots_prefix(prefix, table))
+        and not has_journal(s3, bucket, prefix, table)
     ):
         raise NotFoundError(f"no backup of table {table!r} in s3://{bucket}/{prefix}")
     base: Manifest | None
@@ -116,17 +167,42 @@ def plan_state(
     else:
         base = None if full else catalog.newest_at_or_before(s3, bucket, prefix, table, as_of_us)
     chain = load_chain(s3, bucket, prefix, table, base).levels if base is not None else ()
-    since_us = None
-    if base is not None:
-        since_us = (
-            min(base.listing_watermark_us, base.as_of_us) - LAST_MODIFIED_RESOLUTION_US - skew_us
-        )
+    since_us = None if base is None else base_since(base, skew_us)
     estimate = base.item_count if base else _estimate_items(s3, bucket, prefix, table)
     if shard_digits is None:
         shard_digits = auto_shard_digits(estimate)
+    source = choose_source(s3, bucket, prefix, table, base, since_us, listing=listing)
+    journal = None
+    if source.kind != LISTING:
+        journal = read_window(
+            s3,
+            bucket,
+            prefix,
+            table,
+            source.journal_start_us,
+            shard_digits,
+            concurrency=read_concurrency,
+            skip_corrupt=skip_corrupt,
+        )
     return StatePlan(
-        bucket, prefix, table, as_of_us, base, since_us, shard_digits, skew_us, estimate, chain
+        bucket,
+        prefix,
+        table,
+        as_of_us,
+        base,
+        since_us,
+        shard_digits,
+        skew_us,
+        estimate,
+        chain,
+        source,
+        journal,
     )
+
+
+def base_since(base: Manifest, skew_us: int = DEFAULT_CLOCK_SKEW_US) -> int:
+    """Every change written at or before this was folded into `base`."""
+    return min(base.listing_watermark_us, base.as_of_us) - LAST_MODIFIED_RESOLUTION_US - skew_us
 
 
 def chosen_snapshot(
@@ -166,6 +242,7 @@ class UnitState:
     removed: list[Row] = field(default_factory=list)  # tombstones: winning removals
     listed: int = 0
     read: int = 0
+    journal_changes: int = 0  # journal lines of the unit folded in
     changed_keys: int = 0
     carried: int = 0
     newest_event_us: int | None = None
@@ -197,86 +274,107 @@ class StateReader:
         self._reads = reads
         self._skip_corrupt = skip_corrupt
 
-    def unit(self, unit: str) -> UnitState:
+    def unit(self, unit: str, journal: Sequence[JournalEntry] | None = None) -> UnitState:
+        """The unit's state; `journal` is its share of the journal window (default: from
+        the plan, which a distributed task's plan no longer carries)."""
         plan = self._plan
         state = UnitState(unit)
-        versions = self._list(unit, state)
-        base_rows = chain_rows(self._s3, plan.bucket, plan.chain, unit)
-        key_plans = self._plans(versions, base_rows)
-        state.changed_keys = len(key_plans)
-        self._read_all(key_plans, state)
+        base_rows, best = self._fold(
+            unit, journal, state, lambda fresh: chain_rows(self._s3, plan.bucket, plan.chain, unit)
+        )
         rows = dict(base_rows)
-        for key_plan in key_plans:
-            base_row = base_rows.get(key_plan.key_hash)
-            chosen = key_plan.winner(base_row)
-            if chosen is not base_row:
-                state.changed.add(key_plan.key_hash)
+        for digest, chosen in best.items():
+            if not _differs(chosen, base_rows.get(digest)):
+                continue  # the base's own row stays (a copy of its change read again)
+            state.changed.add(digest)
             if chosen is None:
-                rows.pop(key_plan.key_hash, None)
+                rows.pop(digest, None)
             else:
-                rows[key_plan.key_hash] = chosen
-            for row in key_plan.read:
-                if row.change.event_time_us <= plan.as_of_us:
-                    state.newest_event_us = max(
-                        state.newest_event_us or 0, row.change.event_time_us
-                    )
-        changed = {p.key_hash for p in key_plans}
+                rows[digest] = chosen
         state.carried = sum(
-            1 for d, r in rows.items() if d not in changed and not r.change.is_removal
+            1 for d, r in rows.items() if d not in state.changed and not r.change.is_removal
         )
         ordered = [rows[digest] for digest in sorted(rows)]
         state.rows = [r for r in ordered if not r.change.is_removal]
         state.removed = [r for r in ordered if r.change.is_removal]
         return state
 
-    def changes(self, unit: str) -> UnitChanges:
-        """Only what changed in `unit` against the base's chain: per key with versions
+    def changes(self, unit: str, journal: Sequence[JournalEntry] | None = None) -> UnitChanges:
+        """Only what changed in `unit` against the base's chain: per key with changes
         written after the base, the winning change if it is not the chain's row. The chain
         is read for those keys alone, and without images (a delta needs no more)."""
         plan = self._plan
         state = UnitState(unit)
-        versions = self._list(unit, state)
-        fresh = {
-            digest
-            for digest, listed in versions.items()
-            if plan.since_us is None or any(v.last_modified_us > plan.since_us for v in listed)
-        }
-        base_rows = chain_rows(self._s3, plan.bucket, plan.chain, unit, items=False, wanted=fresh)
-        key_plans = self._plans(versions, base_rows)
-        state.changed_keys = len(key_plans)
-        self._read_all(key_plans, state)
+        base_rows, best = self._fold(
+            unit,
+            journal,
+            state,
+            lambda fresh: chain_rows(
+                self._s3, plan.bucket, plan.chain, unit, items=False, wanted=fresh
+            ),
+        )
         result = UnitChanges(unit, state)
-        for key_plan in key_plans:
-            base_row = base_rows.get(key_plan.key_hash)
-            chosen = key_plan.winner(base_row)
-            for row in key_plan.read:
-                if row.change.event_time_us <= plan.as_of_us:
-                    state.newest_event_us = max(
-                        state.newest_event_us or 0, row.change.event_time_us
-                    )
-            if chosen is None or chosen is base_row:
+        for digest, chosen in best.items():
+            base_row = base_rows.get(digest)
+            if chosen is None or not _differs(chosen, base_row):
                 continue
             was_live = base_row is not None and not base_row.change.is_removal
             if was_live:
-                result.parent_live.add(key_plan.key_hash)
+                result.parent_live.add(digest)
             result.rows.append(chosen)
             result.items_delta += int(not chosen.change.is_removal) - int(was_live)
         result.rows.sort(key=lambda r: r.key_hash)
         return result
 
-    def _plans(
-        self, versions: dict[str, list[Version]], base_rows: dict[str, Row]
-    ) -> list[KeyPlan]:
+    def _fold(
+        self,
+        unit: str,
+        journal: Sequence[JournalEntry] | None,
+        state: UnitState,
+        base_rows_for: Callable[[set[str]], dict[str, Row]],
+    ) -> tuple[dict[str, Row], dict[str, Row | None]]:
+        """(the base rows read, the winner of every key with changes after the base).
+
+        The journal's changes need no read: they are folded first, and the listed
+        versions (listing, listing+journal) start from that."""
         plan = self._plan
+        if journal is None:
+            journal = plan.journal.entries(unit) if plan.journal else ()
+        versions = self._list(unit, state) if plan.source.kind != JOURNAL else {}
+        state.journal_changes = len(journal)
+        journaled = rows_by_key(journal, plan.bucket)
+        fresh = set(journaled) | {
+            digest
+            for digest, listed in versions.items()
+            if plan.since_us is None or any(v.last_modified_us > plan.since_us for v in listed)
+        }
+        base_rows = base_rows_for(fresh)
+        start: dict[str, Row | None] = {
+            digest: fold_winner(base_rows.get(digest), rows, plan.as_of_us)
+            for digest, rows in journaled.items()
+        }
+
+        def start_of(digest: str) -> Row | None:
+            return start[digest] if digest in start else base_rows.get(digest)
+
         key_plans = []
         for digest, listed in versions.items():
-            base_row = base_rows.get(digest)
-            candidates = candidates_for(listed, base_row, plan.since_us)
+            candidates = candidates_for(listed, base_rows.get(digest), plan.since_us)
             if candidates:
                 key_plans.append(
-                    KeyPlan(digest, candidates, plan.as_of_us, plan.skew_us, best=base_row)
+                    KeyPlan(digest, candidates, plan.as_of_us, plan.skew_us, start_of(digest))
                 )
-        return key_plans
+        state.changed_keys = len(set(journaled) | {p.key_hash for p in key_plans})
+        self._read_all(key_plans, state)
+        best = dict(start)
+        for key_plan in key_plans:
+            best[key_plan.key_hash] = key_plan.winner(start_of(key_plan.key_hash))
+        read = [row for p in key_plans for row in p.read]
+        read += [row for grouped in journaled.values() for row in grouped]
+        for row in read:
+            if row.change.event_time_us <= plan.as_of_us:
+                state.newest_event_us = max(state.newest_event_us or 0, row.change.event_time_us)
+        return base_rows, best
 
     def _list(self, unit: str, state: UnitState) -> dict[str, list[Version]]:
         versions: dict[str, list[Version]] = {}
@@ -330,6 +428,15 @@ class StateReader:
             state.skipped.append(SkippedVersion(version.key, version.version_id, str(e)))
             return None
         return Row(plan.key_hash, change, version.version_id, version.last_modified_us)
+
+
+def _differs(chosen: Row | None, base: Row | None) -> bool:
+    """Whether a key's outcome is not the base's. A copy of the base's own change (read
+    again from the journal's window, or the base read without images) is the same
+    outcome: a change is its key, event time and sequence number."""
+    if chosen is None or base is None:
+        return chosen is not base
+    return chosen.change.order != base.change.order
 
 
 def read_state(

@@ -40,7 +40,7 @@ from compaction.snapshot_io import (
     write_spill,
     write_tombstones,
 )
-from compaction.state import StatePlan, StateReader
+from compaction.state import StatePlan, StateReader, UnitWork
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,14 @@ def _name(unit: str) -> str:
     return unit or "all"
 
 
-def phase_changes(task: UnitTask, unit: str) -> UnitChangeResult:
+def phase_changes(task: UnitTask, work: UnitWork | str) -> UnitChangeResult:
+    """`work`: the unit with its share of the journal window (a bare unit reads the share
+    from the task's plan)."""
     s3 = task.s3()
+    unit, journal = (work, None) if isinstance(work, str) else (work.unit, work.journal)
     with ThreadPoolExecutor(task.read_concurrency, thread_name_prefix="s3-get") as reads:
-        changes = StateReader(s3, task.plan, reads, skip_corrupt=task.skip_corrupt).changes(unit)
+        reader = StateReader(s3, task.plan, reads, skip_corrupt=task.skip_corrupt)
+        changes = reader.changes(unit, journal)
     state = changes.state
     result = UnitChangeResult(
         unit,

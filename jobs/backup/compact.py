@@ -102,6 +102,18 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip unreadable versions (listed in the manifest) instead of failing",
     )
+    parser.add_argument(
+        "--listing",
+        action="store_true",
+        help="find the changes after the base by listing the item versions, even where the "
+        "change journal covers them",
+    )
+    parser.add_argument(
+        "--verify-journal",
+        action="store_true",
+        help="also list and read the item versions of the journal's window and fail (exit 6) "
+        "if the journal misses any change; the snapshot is then built by listing",
+    )
     parser.set_defaults(run=run)
 
 
@@ -126,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
             skip_corrupt=args.skip_corrupt,
             rebuild=args.rebuild,
             base_snapshot=args.snapshot,
+            listing=args.listing,
+            verify_journal=args.verify_journal,
             policy=SnapshotPolicy(
                 kind="delta" if args.delta else "auto",
                 max_chain=args.max_chain,
@@ -161,8 +175,18 @@ def run(args: argparse.Namespace) -> int:
         "bytes_written": manifest.total_bytes,
         "files": len(manifest.files),
         "skipped_versions": len(manifest.skipped),
+        "change_source": manifest.change_source,
+        "journal_objects": manifest.counts.journal_objects,
+        "journal_changes": manifest.counts.journal_changes,
         "seconds": round(result.seconds, 3),
     }
+    check = result.journal_check
+    if check is not None:
+        summary["journal_check"] = {
+            "checked": check.checked,
+            "item_versions_compared": check.compared,
+            "missing": len(check.missing),
+        }
     if args.json:
         emit_json(summary)
     elif result.created:
@@ -170,13 +194,22 @@ def run(args: argparse.Namespace) -> int:
             kind = f"delta of {manifest.parent}, chain depth {manifest.depth}"
         else:
             kind = f"full, built from {manifest.base}" if manifest.base else "full"
-        print(
-            f"snapshot {manifest.id} ({kind}; {manifest.policy_reason}): "
-            f"{manifest.counts.items} items, "
-            f"{manifest.counts.versions_listed} versions listed, {manifest.counts.objects_read} "
-            f"read, {manifest.total_bytes} bytes in {len(manifest.files)} files, "
-            f"{result.seconds:.2f}s"
+        found = (
+            f"{manifest.counts.versions_listed} versions listed, "
+            f"{manifest.counts.objects_read} read"
         )
+        if manifest.change_source != "listing":
+            found = (
+                f"{manifest.counts.journal_changes} changes from {manifest.counts.journal_objects} "
+                f"journal objects" + (f", {found}" if manifest.change_source != "journal" else "")
+            )
+        print(
+            f"snapshot {manifest.id} ({kind}; {manifest.policy_reason}; changes by "
+            f"{manifest.change_source}): {manifest.counts.items} items, {found}, "
+            f"{manifest.total_bytes} bytes in {len(manifest.files)} files, {result.seconds:.2f}s"
+        )
+        if check is not None:
+            print(check.summary())
     else:
         print(f"snapshot {manifest.id} already committed; nothing to do")
     return 0

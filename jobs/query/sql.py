@@ -75,6 +75,7 @@ class SqlSession:
         self._table = table
         self.con = duckdb.connect(":memory:")
         self.source: str = ""
+        self.change_source: str | None = None  # --as-of: how changes after the base were found
         self.skipped: list[SkippedVersion] = []  # unreadable versions skipped (--skip-corrupt)
         self._cleanup = contextlib.ExitStack()
         if cache is None:
@@ -177,8 +178,11 @@ class SqlSession:
             spill.unlink()
         level = self._level("asof", [str(f) for f in files], [], columns, DATA_LAYOUT)
         self._register([level], columns, self._manifests())
+        self.change_source = plan.source.kind
         self.source = (
-            f"snapshot {plan.base.id} + changes" if plan.base else "object versions (no snapshot)"
+            f"snapshot {plan.base.id} + changes by {plan.source.kind}"
+            if plan.base
+            else f"every change by {plan.source.kind} (no snapshot)"
         )
 
     def _manifests(self) -> list[Manifest]:

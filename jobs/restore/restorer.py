@@ -17,12 +17,13 @@ from backup_lambda.layout import decode_change, format_time_us, items_prefix, ke
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
 from compaction.fallback import damaged_snapshot, files_present
 from compaction.fold import Row
+from compaction.journal import iter_journal, read_changes
 from compaction.keyschema import describe_key_schema, recorded_key_schema
 from compaction.manifest import KeyAttribute, Manifest, SkippedVersion
 from compaction.s3errors import translate
 from compaction.s3read import get_bytes
 from compaction.settingsstore import settings_at
-from compaction.state import StatePlan, StateReader, plan_state, read_state
+from compaction.state import StatePlan, StateReader, UnitWork, plan_state, read_state
 from jobs.restore.batchwrite import (
     BatchWriter,
     RestoreWriteError,
@@ -86,6 +87,8 @@ class RestoreReport:
     # Table settings: how the target was created (requests, what was not recreated or could
     # not be applied), or how an existing target's settings differ from the backup's.
     settings: dict[str, Any] = field(default_factory=dict)
+    change_source: str = "listing"  # how the changes after the snapshot were found
+    change_source_reason: str = ""
 
     @property
     def failures(self) -> list[UnwrittenItem]:
@@ -120,6 +123,8 @@ class RestoreReport:
             "needs_yes": self.needs_yes,
             "stopped": self.stopped,
             "error": self.error,
+            "change_source": self.change_source,
+            "change_source_reason": self.change_source_reason,
             "batch_write_calls": self.writes.requests,
             "retried_items": self.writes.retried_items,
             "settings": self.settings,
@@ -197,17 +202,24 @@ class UnitRestore:
     error: BackupError | None = None  # the unit failed (returned, so its counts survive)
 
 
-def restore_unit(task: RestoreTask, work: tuple[str, Existing]) -> UnitRestore:
+Work = tuple[UnitWork | str, Existing]
+
+
+def restore_unit(task: RestoreTask, work: Work) -> UnitRestore:
     """Read one unit's state as of the plan's time, then put what the target lacks and
-    delete the unit's target items that the state does not have. `work` is the unit and
-    the target's items in it (empty for an empty target). Failures are returned in the
+    delete the unit's target items that the state does not have. `work` is the unit (with
+    its share of the journal window; a bare unit takes it from the task's plan) and the
+    target's items in it (empty for an empty target). Failures are returned in the
     result, not raised, so that what the unit wrote before is still counted."""
-    unit, existing = work
+    unit_work, existing = work
+    unit, journal = (
+        (unit_work, None) if isinstance(unit_work, str) else (unit_work.unit, unit_work.journal)
+    )
     result = UnitRestore(unit)
     try:
         with ThreadPoolExecutor(task.read_concurrency, thread_name_prefix="s3-get") as reads:
             reader = StateReader(task.s3(), task.plan, reads, skip_corrupt=task.skip_corrupt)
-            state = reader.unit(unit)
+            state = reader.unit(unit, journal)
     except BackupError as e:
         result.error = e
         return result
@@ -278,17 +290,23 @@ def backup_key_schema(s3: Any, dynamodb: Any, plan: StatePlan) -> tuple[KeyAttri
 
 
 def _recorded(s3: Any, plan: StatePlan) -> tuple[KeyAttribute, ...]:
+    """The key attributes of one stored change: an item object, else (journal-only) the
+    first change of the journal."""
     root = items_prefix(plan.prefix, plan.table)
     try:
         listing = s3.list_objects_v2(Bucket=plan.bucket, Prefix=root, MaxKeys=1)
         contents = listing.get("Contents", [])
-        if not contents:
-            raise NotFoundError(f"no backup of table {plan.table!r} in s3://{plan.bucket}")
-        key = contents[0]["Key"]
-        body = get_bytes(s3, plan.bucket, key)
+        if contents:
+            key = contents[0]["Key"]
+            body = get_bytes(s3, plan.bucket, key)
+            return recorded_key_schema(decode_change(body, f"s3://{plan.bucket}/{key}").keys)
     except (ClientError, BotoCoreError) as e:
         raise translate(e, plan.bucket, root) from e
-    return recorded_key_schema(decode_change(body, f"s3://{plan.bucket}/{key}").keys)
+    for obj in iter_journal(s3, plan.bucket, plan.prefix, plan.table, None):
+        changes = read_changes(s3, plan.bucket, obj)
+        if changes:
+            return recorded_key_schema(changes[0].keys)
+    raise NotFoundError(f"no backup of table {plan.table!r} in s3://{plan.bucket}")
 
 
 class Restorer:
@@ -349,6 +367,8 @@ class Restorer:
             dry_run=opts.dry_run,
             newest_event_us=plan.base.newest_event_time_us if plan.base else None,
             in_place=self._source == self._target,
+            change_source=plan.source.kind,
+            change_source_reason=plan.source.reason,
         )
         # Checks the target's keys (or plans its creation) before reading anything.
         exists, recreate = self._check_target(schema, report)
@@ -358,7 +378,7 @@ class Restorer:
             for digest, entry in self._read_target(key_names, report).items():
                 existing[digest[: plan.shard_digits]][digest] = entry
         report.mode = "diff" if report.target_items else "bulk"
-        work = list(existing.items())
+        work: list[Work] = [(w, existing[w.unit]) for w in plan.work()]
         dry = self._dry_pass(plan, work, report)
         if dry is not None:
             report.plan = Plan(report.target_items, dry.puts, dry.deletes, dry.unchanged, dry.added)
@@ -487,9 +507,7 @@ class Restorer:
                 raise self._damaged(plan.base, e) from e
         return plan
 
-    def _dry_pass(
-        self, plan: StatePlan, work: list[tuple[str, Existing]], report: RestoreReport
-    ) -> _Totals | None:
+    def _dry_pass(self, plan: StatePlan, work: list[Work], report: RestoreReport) -> _Totals | None:
         """Count what the restore would do when a guard needs it (a diff, in place, a dry
         run), and refuse an as-of before the first backed-up change."""
         opts = self._options
@@ -509,7 +527,7 @@ class Restorer:
     def _execute(
         self,
         plan: StatePlan,
-        work: list[tuple[str, Existing]],
+        work: list[Work],
         *,
         dry_run: bool,
         verify: bool,
@@ -523,7 +541,7 @@ class Restorer:
         executor = self._executor or ThreadUnitExecutor(min(opts.units_at_once, len(units)))
         at_once = min(len(units), executor.concurrency)
         task = RestoreTask(
-            plan=plan,
+            plan=plan.shared(),  # each unit's journal changes go with its work item
             target=self._target,
             s3=self._factories[0],
             dynamodb=self._factories[1],

@@ -21,7 +21,11 @@ def summary_lines(report: RestoreReport) -> list[str]:
         verb_put, verb_delete = "would put", "would delete"
     else:
         verb_put, verb_delete = "put", "deleted"
-    source = f"snapshot {report.snapshot} + changes" if report.snapshot else "object versions"
+    source = (
+        f"snapshot {report.snapshot} + changes by {report.change_source}"
+        if report.snapshot
+        else f"every change, by {report.change_source}"
+    )
     where = "in place" if report.in_place else report.mode
     failed = len(report.failures)
     line = (

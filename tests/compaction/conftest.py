@@ -15,7 +15,7 @@ import moto.s3.models
 import pytest
 from moto import mock_aws
 
-from tests.compaction.helpers import BUCKET, SEC, SimClock, Store
+from tests.compaction.helpers import BUCKET, ITEMS, ONLY, SEC, SimClock, Store
 
 _LOADERS: dict[str | None, botocore.loaders.Loader] = {}
 
@@ -88,8 +88,16 @@ def backup_bucket(s3_client: Any, sim_clock: SimClock) -> str:
 
 
 @pytest.fixture
-def store(s3_client: Any, backup_bucket: str, sim_clock: SimClock) -> Store:
-    return Store(s3_client, backup_bucket, sim_clock)
+def store(
+    request: pytest.FixtureRequest, s3_client: Any, backup_bucket: str, sim_clock: SimClock
+) -> Store:
+    """A change store; parametrize it (indirect) with a mode of helpers.MODES: with the
+    journal, it is declared complete from the start (and journal-only from the start)."""
+    mode = getattr(request, "param", ITEMS)
+    store = Store(s3_client, backup_bucket, sim_clock, mode=mode)
+    if mode != ITEMS:
+        store.declare(0, 0 if mode == ONLY else None)
+    return store
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backup_lambda.ddbjson import Item
+from backup_lambda.journal import COVERAGE, JOURNAL_ONLY, encode_journal, journal_key, write_marker
 from backup_lambda.layout import Change, encode_change, key_hash, object_key
 from compaction.chain import load_chain
 from compaction.compactor import CompactionConfig, CompactionResult, Compactor
@@ -62,9 +63,18 @@ class Stored:
     written_us: int
 
 
+# How a Store writes: item objects only (as before the journal), the journal beside them
+# (the Lambda's default), or the journal only (journal-only mode).
+ITEMS = "items"
+BESIDE = "journal"
+ONLY = "journal-only"
+MODES = [ITEMS, BESIDE, ONLY]
+
+
 @dataclass
 class Store:
-    """Writes change documents as S3 object versions, exactly as the backup Lambda does."""
+    """Writes change documents as the backup Lambda does: each change's journal object
+    first (unless `mode` is ITEMS), then its item version (unless `mode` is ONLY)."""
 
     s3: Any
     bucket: str
@@ -73,7 +83,36 @@ class Store:
     prefix: str = ""
     changes: list[Change] = field(default_factory=list)
     stored: list[Stored] = field(default_factory=list)
+    mode: str = ITEMS
+    journal_keys: list[str] = field(default_factory=list)
     _sequence: int = 0
+
+    def declare(self, complete_from_us: int = 0, journal_only_since_us: int | None = None) -> None:
+        """The journal's markers: complete from `complete_from_us` (0: from the start),
+        journal-only from `journal_only_since_us`."""
+        if journal_only_since_us is not None:
+            write_marker(
+                self.s3,
+                self.bucket,
+                self.prefix,
+                self.table,
+                JOURNAL_ONLY,
+                journal_only_since_us,
+                "tests",
+            )
+        write_marker(
+            self.s3, self.bucket, self.prefix, self.table, COVERAGE, complete_from_us, "tests"
+        )
+
+    def journal(self, changes: list[Change], write_s: float) -> str:
+        """One journal object holding `changes`, written at `write_s` (no item object)."""
+        self.clock.set(write_s)
+        key = journal_key(
+            self.prefix, self.table, self.clock.now_us, f"{len(self.journal_keys):06d}"
+        )
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=encode_journal(changes))
+        self.journal_keys.append(key)
+        return key
 
     def next_sequence(self) -> str:
         # Grows from 1 digit to many, so that string order != integer order ("9" < "10").
@@ -115,6 +154,12 @@ class Store:
 
     def _put(self, keys: Item, body: bytes, write_s: float, change: Change | None) -> Stored:
         self.clock.set(write_s)
+        if self.mode != ITEMS and change is not None:
+            journaled = self.journal([change], write_s)
+            if self.mode == ONLY:
+                stored = Stored(change, journaled, "journal", self.clock.now_us)
+                self.stored.append(stored)
+                return stored
         key = object_key(self.prefix, self.table, keys)
         response = self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
         stored = Stored(change, key, response["VersionId"], self.clock.now_us)

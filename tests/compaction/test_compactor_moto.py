@@ -41,6 +41,8 @@ from compaction.state import StatePlan, StateReader, unit_listing_prefix, units_
 from jobs.main import main
 from tests.compaction.helpers import (
     BUCKET,
+    ITEMS,
+    MODES,
     SEC,
     TABLE,
     SimClock,
@@ -95,9 +97,26 @@ def iso(clock: SimClock, offset_s: float) -> str:
     return format_time_us(clock.at(offset_s))
 
 
+def assert_source(result: CompactionResult, store: Store) -> None:
+    """With a journal that covers everything, no item version is listed or read."""
+    counts = result.manifest.counts
+    if store.mode == ITEMS:
+        assert result.manifest.change_source == "listing"
+        assert counts.journal_objects == 0
+    else:
+        assert result.manifest.change_source == "journal"
+        assert (counts.versions_listed, counts.objects_read) == (0, 0)
+
+
+# Every exactness test below runs on each way of writing: item objects only, the journal
+# beside them (read instead of listing), and the journal alone.
+each_mode = pytest.mark.parametrize("store", MODES, indirect=True)
+
+
 # --- full then incremental equals full ----------------------------------------------------
 
 
+@each_mode
 def test_full_then_incremental_equals_full(
     s3_client: Any, store: Store, sim_clock: SimClock
 ) -> None:
@@ -116,6 +135,7 @@ def test_full_then_incremental_equals_full(
     r1 = compact(s3_client, sim_clock, as_of_s=t1, run_s=30)
     assert r1.created
     assert r1.manifest.base is None
+    assert_source(r1, store)
     s1 = read_snapshot(s3_client, r1.manifest)
     assert actual_content(s1) == expected_content(store, sim_clock.at(t1))
     assert len(s1.rows) == 22
@@ -137,6 +157,7 @@ def test_full_then_incremental_equals_full(
     r2 = compact(s3_client, sim_clock, as_of_s=t2, run_s=210)
     assert r2.created
     assert r2.manifest.base == r1.manifest.id
+    assert_source(r2, store)
     assert r2.manifest.counts.carried_rows > 0, "unchanged rows are carried from the base"
     assert r2.manifest.counts.changed_keys < r2.manifest.counts.items
     s2 = read_snapshot(s3_client, r2.manifest)
@@ -170,6 +191,7 @@ def test_full_then_incremental_equals_full(
     assert r2.manifest.counts.items == r3.manifest.counts.items == len(expected)
 
 
+@each_mode
 def test_incremental_across_unit_sizes(s3_client: Any, store: Store, sim_clock: SimClock) -> None:
     """A base in 16 units, the next snapshot in one unit, the next in 16 again."""
     for i in range(30):
@@ -193,6 +215,7 @@ def test_incremental_across_unit_sizes(s3_client: Any, store: Store, sim_clock: 
     store.put(key(31), {"n": {"N": "31"}}, event_s=71)
     r3 = compact(s3_client, sim_clock, as_of_s=80, run_s=90, config=sixteen)
     assert r3.manifest.base == r2.manifest.id
+    assert_source(r3, store)
     s3 = read_snapshot(s3_client, r3.manifest)
     assert actual_content(s3) == expected_content(store, sim_clock.at(80))
     forget(s3_client, r3.manifest)
@@ -784,6 +807,7 @@ def test_corrupt_version_fails_the_run_naming_it(
 # --- removals, re-inserts and replays ----------------------------------------------------
 
 
+@each_mode
 def test_removals_reinserts_and_replays(s3_client: Any, store: Store, sim_clock: SimClock) -> None:
     history = [
         store.put(key(0), {"v": {"S": "a"}}, event_s=1),
@@ -797,6 +821,7 @@ def test_removals_reinserts_and_replays(s3_client: Any, store: Store, sim_clock:
     snapshots = {}
     for as_of_s in (0.5, 1.5, 2.5, 3.5, 5):  # each incremental from the one before
         result = compact(s3_client, sim_clock, as_of_s=as_of_s, run_s=10 + as_of_s)
+        assert_source(result, store)
         snapshot = read_snapshot(s3_client, result.manifest)
         assert actual_content(snapshot) == expected_content(store, sim_clock.at(as_of_s))
         snapshots[as_of_s] = snapshot
@@ -809,6 +834,7 @@ def test_removals_reinserts_and_replays(s3_client: Any, store: Store, sim_clock:
         store.write(change, write_s=40 + offset)
     replayed = compact(s3_client, sim_clock, as_of_s=5.5, run_s=60)
     assert replayed.manifest.base == snapshots[5].manifest.id
+    assert_source(replayed, store)
     after = read_snapshot(s3_client, replayed.manifest)
     assert after.content() == snapshots[5].content()  # the same versions, first writes
     full = compact(s3_client, sim_clock, as_of_s=6, run_s=61, config=CompactionConfig(full=True))

@@ -5,6 +5,7 @@ pickle, clients are built on the workers, and spills travel through S3."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import time
@@ -14,6 +15,13 @@ from typing import Any
 
 import pytest
 
+from backup_lambda.journal import (
+    COVERAGE,
+    JOURNAL_ONLY,
+    encode_journal,
+    journal_key,
+    write_marker,
+)
 from backup_lambda.layout import Change, encode_change, object_key
 from compaction import catalog
 from compaction.compactor import CompactionConfig, Compactor
@@ -27,6 +35,7 @@ from tests.jobs.restore.restore_fixtures import create_table
 
 BUCKET = "dask-bucket"
 TABLE = "orders"
+JOURNALED = "journaled"  # the same changes, in a journal-only backup
 SEC = 1_000_000
 
 
@@ -42,6 +51,7 @@ def s3(endpoint: str) -> Any:
     client.create_bucket(Bucket=BUCKET)
     client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     start = int(time.time() * SEC) - 3600 * SEC
+    journaled: list[Change] = []
     for i in range(60):
         keys = {"pk": {"S": f"user#{i}"}, "sk": {"N": str(i % 3)}}
         for version in range(2):
@@ -59,6 +69,12 @@ def s3(endpoint: str) -> Any:
             client.put_object(
                 Bucket=BUCKET, Key=object_key("", TABLE, keys), Body=encode_change(change)
             )
+            journaled.append(dataclasses.replace(change, table=JOURNALED))
+    for marker in (COVERAGE, JOURNAL_ONLY):  # complete and journal-only from the start
+        write_marker(client, BUCKET, "", JOURNALED, marker, 0, "tests")
+    for n in range(0, len(journaled), 25):
+        key = journal_key("", JOURNALED, start + n, f"{n:04d}")
+        client.put_object(Bucket=BUCKET, Key=key, Body=encode_journal(journaled[n : n + 25]))
     return client
 
 
@@ -105,6 +121,26 @@ def test_dask_and_local_executors_write_the_same_snapshot(
     listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=run_root)
     stored = {o["Key"] for o in listing.get("Contents", [])}
     assert stored == {f.key for f in distributed.files}
+
+
+def test_journal_changes_reach_the_dask_workers(
+    s3: Any, endpoint: str, dask_executor: DaskUnitExecutor
+) -> None:
+    # GIVEN a journal-only backup of the same changes WHEN compacted on threads and on dask
+    as_of = int(time.time() * SEC)
+    config = CompactionConfig(full=True, shard_digits=1)
+    local = Compactor(s3, BUCKET, JOURNALED, config=config).run(as_of).manifest
+    factory = ClientFactory("s3", AwsSettings(endpoint_url=endpoint))
+    distributed = (
+        Compactor(s3, BUCKET, JOURNALED, config=config, executor=dask_executor, s3_factory=factory)
+        .run(as_of + 1)
+        .manifest
+    )
+    # THEN each unit's share of the journal window reached its worker: the same snapshot
+    assert distributed.change_source == local.change_source == "journal"
+    assert snapshot_content(s3, local) == snapshot_content(s3, distributed)
+    assert local.counts == distributed.counts
+    assert (distributed.counts.items, distributed.counts.journal_changes) == (54, 120)
 
 
 def test_distributed_executor_without_client_factory_is_refused(

@@ -17,6 +17,7 @@ from backup_lambda.layout import key_hash
 from compaction.manifest import Manifest
 from jobs.query import sql
 from tests.jobs.restore.restore_fixtures import (
+    MODES,
     SECOND,
     Backup,
     Server,
@@ -33,14 +34,17 @@ BUCKET = "query-as-of"
 class Data:
     def __init__(self, backup: Backup, base: int, newest: Manifest, known: int) -> None:
         self.backup = backup
+        self.bucket = backup.bucket
         self.base = base
         self.newest = newest
         self.known_at_newest = known  # changes written before the newest snapshot
 
 
-@pytest.fixture(scope="module")
-def data(standin_server: Server) -> Data:  # noqa: F811
-    b = standin_server.backup(BUCKET)
+@pytest.fixture(scope="module", params=MODES)
+def data(standin_server: Server, request: pytest.FixtureRequest) -> Data:  # noqa: F811
+    """One history, written as item objects, with the journal beside them, or as the
+    journal alone (a bucket each)."""
+    b = standin_server.backup(f"{BUCKET}-{request.param}").declare_journal(request.param)
     base = now_us() - 3600 * SECOND
 
     def at(seconds: int) -> int:
@@ -93,9 +97,10 @@ def queried_items(
     capsys: pytest.CaptureFixture[str],
     server: Server,  # noqa: F811
     *as_of: str,
+    bucket: str = BUCKET,
 ) -> dict[str, Item]:
     code, out, err = run_cli(
-        capsys, server, BUCKET, "query", *as_of, "--format", "jsonl", "SELECT __item FROM items"
+        capsys, server, bucket, "query", *as_of, "--format", "jsonl", "SELECT __item FROM items"
     )
     assert (code, err) == (0, ""), err
     items = [json.loads(line)["__item"] for line in out.splitlines()]
@@ -117,7 +122,7 @@ def test_query_as_of_equals_a_restore(
     target = f"restored-{seconds}"
     b.restore(target, as_of, create_table=True)
     restored = b.target_items(target)
-    queried = queried_items(capsys, server, "--as-of", str(as_of / SECOND))
+    queried = queried_items(capsys, server, "--as-of", str(as_of / SECOND), bucket=data.bucket)
     assert sorted(queried) == sorted(restored)
     assert normal(queried) == normal(restored)
     assert queried == b.oracle(as_of)
@@ -132,8 +137,10 @@ def test_without_as_of_the_newest_snapshot_is_queried(
     changes written after it (those need --as-of)."""
     b = data.backup
     known = Backup(b.s3, b.dynamodb, bucket=b.bucket, changes=b.changes[: data.known_at_newest])
-    assert queried_items(capsys, server) == known.oracle(data.newest.as_of_us)
-    with_late = queried_items(capsys, server, "--as-of", str(data.newest.as_of_us / SECOND))
+    assert queried_items(capsys, server, bucket=b.bucket) == known.oracle(data.newest.as_of_us)
+    with_late = queried_items(
+        capsys, server, "--as-of", str(data.newest.as_of_us / SECOND), bucket=b.bucket
+    )
     assert with_late == b.oracle(data.newest.as_of_us)
     assert with_late != known.oracle(data.newest.as_of_us)
 
@@ -147,7 +154,7 @@ def test_typed_columns_agree_with_the_state(
     code, out, _ = run_cli(
         capsys,
         server,
-        BUCKET,
+        data.bucket,
         "query",
         "--as-of",
         str(as_of / SECOND),
@@ -199,7 +206,7 @@ def test_as_of_reads_unit_by_unit_into_local_files_removed_after(
 
     monkeypatch.setattr(sql, "write_parquet", spy)
     as_of = now_us()
-    queried = queried_items(capsys, server, "--as-of", str(as_of / SECOND))
+    queried = queried_items(capsys, server, "--as-of", str(as_of / SECOND), bucket=data.bucket)
     assert queried == data.backup.oracle(as_of)
     assert len(written) > 1, "one file per unit with rows"
     assert sum(rows for _, rows in written) == len(queried)
@@ -214,7 +221,13 @@ def test_as_of_files_are_removed_when_the_sql_fails(
     tmp_dir: Path,
 ) -> None:
     code, out, err = run_cli(
-        capsys, server, BUCKET, "query", "--as-of", str(now_us() / SECOND), "SELECT nope FROM items"
+        capsys,
+        server,
+        data.bucket,
+        "query",
+        "--as-of",
+        str(now_us() / SECOND),
+        "SELECT nope FROM items",
     )
     assert (code, out) == (1, "")
     assert "nope" in err

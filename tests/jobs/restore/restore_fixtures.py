@@ -23,6 +23,7 @@ import pytest
 from moto import mock_aws
 
 from backup_lambda.ddbjson import Item
+from backup_lambda.journal import COVERAGE, JOURNAL_ONLY, encode_journal, journal_key, write_marker
 from backup_lambda.layout import Change, encode_change, key_hash, object_key
 from compaction.compactor import CompactionConfig, Compactor
 from compaction.manifest import Manifest
@@ -33,6 +34,12 @@ BUCKET = "ddb-restore-tests"
 TABLE = "orders"
 KEY_TYPES = {"pk": "S", "sk": "N"}
 SECOND = 1_000_000
+# How a Backup is written: item objects only; the journal beside them (each change journaled
+# first, declared complete from the start); or the journal alone (journal-only mode).
+ITEMS = "items"
+JOURNAL = "journal"
+ONLY = "journal-only"
+MODES = [ITEMS, JOURNAL, ONLY]
 
 
 def now_us() -> int:
@@ -91,7 +98,17 @@ class Backup:
     prefix: str = ""
     key_names: list[str] = field(default_factory=lambda: list(KEY_TYPES))
     changes: list[Change] = field(default_factory=list)
+    mode: str = ITEMS
     _seq: Iterator[int] = field(default_factory=lambda: itertools.count(100))
+    _journaled: Iterator[int] = field(default_factory=itertools.count)
+
+    def declare_journal(self, mode: str) -> Backup:
+        """Write from now on in `mode`; a journal is declared complete from the start."""
+        self.mode = mode
+        if mode != ITEMS:
+            for kind in (COVERAGE, JOURNAL_ONLY) if mode == ONLY else (COVERAGE,):
+                write_marker(self.s3, self.bucket, self.prefix, self.table, kind, 0, "tests")
+        return self
 
     def put(
         self,
@@ -129,12 +146,21 @@ class Backup:
         return self.put(key_of(pk, sk), event_time_us, None, seq=seq)
 
     def write(self, change: Change) -> None:
-        """Write `change` (again: a replay is another version with the same content)."""
-        self.s3.put_object(
-            Bucket=self.bucket,
-            Key=object_key(self.prefix, self.table, change.keys),
-            Body=encode_change(change),
-        )
+        """Write `change` (again: a replay is another version with the same content):
+        its journal object first, then its item version, as the mode says."""
+        if self.mode != ITEMS:
+            name = f"{next(self._journaled):06d}"
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=journal_key(self.prefix, self.table, now_us(), name),
+                Body=encode_journal([change]),
+            )
+        if self.mode != ONLY:
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=object_key(self.prefix, self.table, change.keys),
+                Body=encode_change(change),
+            )
         self.changes.append(change)
 
     def oracle(self, as_of_us: int) -> dict[str, Item]:

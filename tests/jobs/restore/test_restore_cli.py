@@ -81,7 +81,7 @@ def test_text_summary_and_default_as_of_is_latest(
     assert out.splitlines()[0] == "created table 'copy' (on-demand)"
     summary = out.splitlines()[-1]
     assert summary.startswith(f"{TABLE} as of ")
-    assert "-> copy (bulk, from object versions): 29 items; put 29, deleted 0" in summary
+    assert "-> copy (bulk, from every change, by listing): 29 items; put 29, deleted 0" in summary
     assert "2 BatchWriteItem calls" in summary
     assert backup.target_items("copy") == backup.oracle(now_us())
 

@@ -277,7 +277,7 @@ def test_in_place_prints_the_plan_before_writing(
         "plan for 'orders' in place: put 0, delete 2, unchanged 40 "
         "(the target holds 42 items, 40 after)"
     )
-    assert "(in place, from object versions)" in lines[-1]
+    assert "(in place, from every change, by listing)" in lines[-1]
     assert backup.target_items(TABLE) == backup.oracle(early)
 
 

@@ -11,6 +11,8 @@ from moto import mock_aws
 from backup_lambda.layout import key_hash
 from compaction.manifest import Manifest
 from tests.jobs.restore.restore_fixtures import (
+    ITEMS,
+    MODES,
     SECOND,
     Backup,
     backup,  # noqa: F401 - fixture
@@ -75,11 +77,14 @@ def _build(b: Backup) -> Scenario:
     return Scenario(b, base, first, second)
 
 
-@pytest.fixture(scope="module")
-def scenario() -> Iterator[Scenario]:
+@pytest.fixture(scope="module", params=MODES)
+def scenario(request: pytest.FixtureRequest) -> Iterator[Scenario]:
+    """The same history written as item objects, with the journal beside them, or as the
+    journal alone: every restore below must come out the same."""
     with mock_aws():
         session = new_session()
-        yield _build(make_backup(session.client("s3"), session.client("dynamodb")))
+        backup = make_backup(session.client("s3"), session.client("dynamodb"))
+        yield _build(backup.declare_journal(request.param))
 
 
 # (label, seconds after base or None for now, which snapshot the restore starts from)
@@ -113,6 +118,8 @@ def test_restore_equals_the_oracle(
     assert report.snapshot == (manifest.id if manifest else None)
     assert (report.mode, report.state_items, report.puts) == ("bulk", len(expected), len(expected))
     assert (report.deletes, report.unchanged) == (0, 0)
+    # With a journal, no item version is listed: the changes come from the journal.
+    assert report.change_source == ("listing" if b.mode == ITEMS else "journal")
 
 
 def test_scenario_points_differ(scenario: Scenario) -> None:
