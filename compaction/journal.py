@@ -41,6 +41,7 @@ from backup_lambda.layout import Change, decode_change, format_time_us, key_hash
 from compaction.fold import LAST_MODIFIED_RESOLUTION_US, Row
 from compaction.manifest import Manifest, SkippedVersion
 from compaction.s3errors import translate
+from compaction.s3read import get_bytes
 
 LISTING = "listing"
 JOURNAL = "journal"
@@ -83,7 +84,7 @@ def retained_from(s3: Any, bucket: str, prefix: str, table: str) -> int | None:
     """Journal objects written at or before this may have been removed by `expire`."""
     key = retention_key(prefix, table)
     try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        body = get_bytes(s3, bucket, key)
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
             return None
@@ -276,7 +277,7 @@ class JournalWindow:
 
 def read_object(s3: Any, bucket: str, obj: JournalObject) -> bytes:
     try:
-        return bytes(s3.get_object(Bucket=bucket, Key=obj.key)["Body"].read())
+        return get_bytes(s3, bucket, obj.key)
     except (ClientError, BotoCoreError) as e:
         raise translate(e, bucket, obj.key) from e
 
