@@ -110,12 +110,7 @@ class Compactor:
         # Every listing (the journal window's, while planning; the item versions') starts
         # after this: what was written before it is in the snapshot's reach.
         watermark_us = int(self._clock() * 1_000_000)
-        plan = self._plan(as_of_us, listing=self._config.listing)
-        check = None
-        if self._config.verify_journal:
-            check = self._check_journal(plan, watermark_us)
-            if check.missing:  # the journal cannot be trusted for this window
-                plan = self._plan(as_of_us, listing=True)
+        plan, check = self._planned(as_of_us, watermark_us)
         base = plan.base
         capture = self._start_capture()
         run_id = uuid.uuid4().hex[:12]
@@ -242,6 +237,17 @@ class Compactor:
         return CompactionResult(
             manifest, created=True, seconds=time.perf_counter() - started, journal_check=check
         )
+
+    def _planned(self, as_of_us: int, watermark_us: int) -> tuple[StatePlan, JournalCheck | None]:
+        """The plan, and with verify_journal the check of its journal window: a window the
+        journal does not hold completely is planned again by listing."""
+        plan = self._plan(as_of_us, listing=self._config.listing)
+        if not self._config.verify_journal:
+            return plan, None
+        check = self._check_journal(plan, watermark_us)
+        if check.missing:
+            plan = self._plan(as_of_us, listing=True)
+        return plan, check
 
     def _check_journal(self, plan: StatePlan, watermark_us: int) -> JournalCheck:
         """Compare the journal window with the item versions it covers (only a plan that
