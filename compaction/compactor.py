@@ -102,15 +102,13 @@ class Compactor:
     def run(self, as_of_us: int) -> CompactionResult:
         started = time.perf_counter()
         snapshot = snapshot_id(as_of_us)
-        existing = catalog.load_manifest(
-            self._s3, self._bucket, self._prefix, self._table, snapshot
-        )
-        if existing is not None:
+        if (
+            existing := catalog.load_manifest(
+                self._s3, self._bucket, self._prefix, self._table, snapshot
+            )
+        ) is not None:
             return CompactionResult(existing, created=False, seconds=time.perf_counter() - started)
-        # Every listing (the journal window's, while planning; the item versions') starts
-        # after this: what was written before it is in the snapshot's reach.
-        watermark_us = int(self._clock() * 1_000_000)
-        plan, check = self._planned(as_of_us, watermark_us)
+        plan, check, watermark_us = self._planned(as_of_us)
         base = plan.base
         capture = self._start_capture()
         run_id = uuid.uuid4().hex[:12]
@@ -238,16 +236,19 @@ class Compactor:
             manifest, created=True, seconds=time.perf_counter() - started, journal_check=check
         )
 
-    def _planned(self, as_of_us: int, watermark_us: int) -> tuple[StatePlan, JournalCheck | None]:
-        """The plan, and with verify_journal the check of its journal window: a window the
-        journal does not hold completely is planned again by listing."""
+    def _planned(self, as_of_us: int) -> tuple[StatePlan, JournalCheck | None, int]:
+        """(the plan; with verify_journal, the check of its journal window, which, when
+        the journal does not hold it completely, makes the plan list instead; the
+        watermark). Every listing (the journal window's, while planning; the item
+        versions') starts after the watermark: what was written before is in reach."""
+        watermark_us = int(self._clock() * 1_000_000)
         plan = self._plan(as_of_us, listing=self._config.listing)
         if not self._config.verify_journal:
-            return plan, None
+            return plan, None, watermark_us
         check = self._check_journal(plan, watermark_us)
         if check.missing:
             plan = self._plan(as_of_us, listing=True)
-        return plan, check
+        return plan, check, watermark_us
 
     def _check_journal(self, plan: StatePlan, watermark_us: int) -> JournalCheck:
         """Compare the journal window with the item versions it covers (only a plan that
