@@ -47,7 +47,7 @@ from compaction.snapshot_io import item_json, rows_table, upload, write_export, 
 from compaction.versions import put_json
 
 IMPORT_SEQUENCE = "0"  # below every stream sequence number, as backfill's
-# A change's WriteTimestampMicros may sit this far outside its export's window.
+# A change's WriteTimestampMicros may sit this far after its export's window.
 WINDOW_TOLERANCE_US = 1_000_000
 _FLUSH_BYTES = 8 << 20  # pieces buffered in memory per data file before they go to disk
 _BATCH = 500  # changes per ChangeWriter call
@@ -303,11 +303,11 @@ def _checked(task: ChangesTask, work: ChangesFile, raw: bytes, where: str) -> Ex
             names <= set(image) and _same_key({n: image[n] for n in names}, line.keys, where)
         ):
             raise ExportFormatError(f"{where}: {label}'s key attributes differ from Keys")
-    if not (
-        work.from_us - WINDOW_TOLERANCE_US <= line.write_us <= work.to_us + WINDOW_TOLERANCE_US
-    ):
+    # A write after the window's end cannot be in it. One before its start can: a delta
+    # snapshot's export holds late changes (event times before its parent, written after).
+    if line.write_us > work.to_us + WINDOW_TOLERANCE_US:
         raise ExportFormatError(
-            f"{where}: WriteTimestampMicros {line.write_us} is outside the export's window"
+            f"{where}: WriteTimestampMicros {line.write_us} is after the export's window"
         )
     return line
 

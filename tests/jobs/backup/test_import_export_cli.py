@@ -11,6 +11,7 @@ import pytest
 
 from backup_lambda.layout import format_time_us
 from compaction.exportmanifests import export_root
+from compaction.policy import SnapshotPolicy
 from jobs.backup.import_export import parse_key_schema
 from jobs.main import main
 from tests.compaction.awsexports import SOURCE_BUCKET, ExportFolder, change_line
@@ -180,3 +181,44 @@ def test_help_names_the_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "import-export" in capsys.readouterr().out
+
+
+def test_round_trip_of_a_full_and_a_delta_snapshot(
+    backup: Backup,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # GIVEN a full snapshot at T1 and a delta snapshot at T2 (changes, a removal, and a key
+    # created and removed between them)
+    start = now_us() - 3600 * SECOND
+    for sk in range(20):
+        backup.put(key_of("a", sk), start + sk * SECOND, {**key_of("a", sk), **RICH})
+    t1 = start + 30 * SECOND
+    full = backup.compact(t1)
+    backup.put(key_of("a", 1), t1 + SECOND, {**key_of("a", 1), "v": {"N": "2"}})
+    backup.remove("a", 2, t1 + 2 * SECOND)
+    backup.put(key_of("b", 1), t1 + 3 * SECOND, {**key_of("b", 1), **RICH})
+    backup.put(key_of("c", 1), t1 + 4 * SECOND, {**key_of("c", 1)})
+    backup.remove("c", 1, t1 + 5 * SECOND)
+    t2 = t1 + 10 * SECOND
+    delta = backup.compact(t2, policy=SnapshotPolicy(kind="delta"))
+    assert delta.kind == "delta"
+    # WHEN both DynamoDB-style exports are imported into another table name
+    for manifest in (full, delta):
+        source = f"s3://{BUCKET}/{export_root('', manifest)}"
+        code, out, err = _cli(
+            capsys,
+            "import-export",
+            "--bucket", BUCKET, "--table", "orders_copy", "--from", source, "--json",
+        )  # fmt: skip
+        assert (code, err) == (0, ""), err
+        (outcome,) = json.loads(out.splitlines()[-1])["exports"]
+        assert outcome["type"] == ("FULL_EXPORT" if manifest is full else "INCREMENTAL_EXPORT")
+    # THEN a restore of the copy as of T2 holds exactly the items as of T2
+    code, _, err = _cli(
+        capsys,
+        "restore",
+        "--bucket", BUCKET, "--table", "orders_copy", "--to", "from_copy",
+        "--as-of", format_time_us(t2), "--create-table",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert backup.target_items("from_copy") == backup.oracle(t2)
