@@ -30,6 +30,7 @@ from backup_lambda.errors import (
     IntegrityError,
     InvalidValueError,
     NotFoundError,
+    StorageError,
     UserInputError,
 )
 from compaction import s3read
@@ -45,6 +46,7 @@ NEW_AND_OLD_IMAGES = "NEW_AND_OLD_IMAGES"
 NEW_IMAGE = "NEW_IMAGE"
 OUTPUT_VIEWS = frozenset({NEW_AND_OLD_IMAGES, NEW_IMAGE})
 _CHUNK = 1 << 20
+_ATTEMPTS = 3  # reads of one data file, each resuming where the last was cut
 
 
 class ExportFormatError(UserInputError):
@@ -401,28 +403,32 @@ class DataFileReader:
             )
 
     def _chunks(self) -> Iterator[bytes]:
-        """The object's bytes; a connection that breaks mid-body is resumed where it broke
-        (a ranged GET of the same ETag), up to `s3read.ATTEMPTS` times."""
-        args: dict[str, Any] = {"Bucket": self._bucket, "Key": self._file.key}
-        if self._if_match:
-            args["IfMatch"] = self._if_match
-        offset, breaks = 0, 0
-        while True:
+        """The stored bytes. A connection dropped mid-body is resumed where it stopped, with
+        a ranged GET of the same object (If-Match its ETag), up to _ATTEMPTS times."""
+        offset = 0
+        for attempt in range(1, _ATTEMPTS + 1):
+            args: dict[str, Any] = {"Bucket": self._bucket, "Key": self._file.key}
+            pinned = self._if_match or self.etag
+            if pinned:
+                args["IfMatch"] = pinned
+            if offset:
+                args["Range"] = f"bytes={offset}-"
             try:
                 response = self._s3.get_object(**args)
-                self.etag = self.etag or response.get("ETag")
-                body = response["Body"]
             except (ClientError, BotoCoreError) as e:
                 raise translate(e, self._bucket, self._file.key) from e
+            if self.etag is None:
+                self.etag = response.get("ETag")
+            body = response["Body"]
             try:
                 while chunk := body.read(_CHUNK):
                     offset += len(chunk)
                     yield chunk
-            except BotoCoreError as e:  # IncompleteReadError, ResponseStreamingError, ...
-                breaks += 1
-                if breaks == s3read.ATTEMPTS:
-                    raise translate(e, self._bucket, self._file.key) from e
-                args.update(IfMatch=self.etag, Range=f"bytes={offset}-")
+            except (BotoCoreError, OSError) as e:
+                if attempt == _ATTEMPTS:
+                    raise StorageError(
+                        f"{self.where}: reading failed {attempt} times, last at byte {offset} ({e})"
+                    ) from e
                 continue
             return
 

@@ -160,20 +160,22 @@ def _put_piece(s3: Any, task: ItemsTask, path: Path) -> str:
     key = f"{task.run_root}pieces/{path.name}"
     try:
         with path.open("rb") as body:
-            s3.put_object(Bucket=task.bucket, Key=key, Body=body)
+            response = s3.put_object(Bucket=task.bucket, Key=key, Body=body)
     except (ClientError, BotoCoreError) as e:
         raise translate(e, task.bucket, key) from e
-    return key
+    return f"{key}?versionId={response.get('VersionId') or 'null'}"
 
 
 def _read_piece(s3: Any, task: ItemsTask, ref: str) -> str:
     if task.local_dir is not None:
         return Path(ref).read_text(encoding="utf-8")
+    key, _, version = ref.partition("?versionId=")
     try:
-        body: bytes = s3.get_object(Bucket=task.bucket, Key=ref)["Body"].read()
-        s3.delete_object(Bucket=task.bucket, Key=ref)
+        body: bytes = s3.get_object(Bucket=task.bucket, Key=key, VersionId=version)["Body"].read()
+        # by version: a piece leaves nothing behind in a versioned bucket
+        s3.delete_object(Bucket=task.bucket, Key=key, VersionId=version)
     except (ClientError, BotoCoreError) as e:
-        raise translate(e, task.bucket, ref) from e
+        raise translate(e, task.bucket, key) from e
     return body.decode("utf-8")
 
 
@@ -191,7 +193,7 @@ def build_unit(task: ItemsTask, work: tuple[str, list[str], tuple[Column, ...]])
     s3 = task.s3()
     entries: list[tuple[str, str, str, int]] = []
     for ref in refs:
-        source = int(Path(ref).name.split("-")[1])
+        source = int(Path(ref.partition("?")[0]).name.split("-")[1])
         # Only "\n" ends a line: item JSON may hold U+2028 and other line breaks of
         # str.splitlines() unescaped.
         for line in _read_piece(s3, task, ref).split("\n"):

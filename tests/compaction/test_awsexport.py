@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from backup_lambda.errors import StorageError
 from compaction.awsexport import (
     DataFileReader,
     ExportFile,
@@ -358,3 +359,57 @@ def test_gaps_between_exports() -> None:
     assert find_gaps([(10, 20, "w1"), (5, 5, "full")]) == [
         find_gaps([(5, 5, "full"), (10, 20, "w1")])[0]
     ]
+
+
+class Dropping:
+    """Serves a body whose connection drops after `cut` bytes, `drops` times."""
+
+    def __init__(self, body: bytes, cut: int, drops: int) -> None:
+        self.body, self.cut, self.drops = body, cut, drops
+        self.calls: list[dict[str, Any]] = []
+
+    def get_object(self, **args: Any) -> dict[str, Any]:
+        import io
+
+        from botocore.exceptions import ReadTimeoutError
+
+        self.calls.append(args)
+        start = int(args["Range"].split("=")[1].rstrip("-")) if "Range" in args else 0
+        data = self.body[start:]
+        parent = self
+
+        class Body:
+            def __init__(self) -> None:
+                self._stream = io.BytesIO(data)
+                self._served = 0
+
+            def read(self, size: int) -> bytes:
+                if parent.drops and self._served >= parent.cut:
+                    parent.drops -= 1
+                    raise ReadTimeoutError(endpoint_url="http://s3")
+                chunk = self._stream.read(min(size, max(1, parent.cut)))
+                self._served += len(chunk)
+                return chunk
+
+        return {"ETag": '"e1"', "Body": Body()}
+
+
+def test_a_dropped_connection_resumes_where_it_stopped() -> None:
+    body = gzip.compress(b"".join(b"line %d\n" % i for i in range(500)))
+    s3 = Dropping(body, cut=len(body) // 3, drops=2)
+    data_file = ExportFile("d/x.json.gz", 500, md5_b64(body), None)
+    lines = list(DataFileReader(s3, "src", data_file))
+    assert [n for n, _ in lines] == list(range(1, 501))
+    assert lines[-1][1] == b"line 499"
+    # the later reads were ranged and pinned to the object first read
+    assert "Range" not in s3.calls[0]
+    assert s3.calls[1]["Range"] == f"bytes={len(body) // 3}-"
+    assert s3.calls[2]["IfMatch"] == '"e1"'
+
+
+def test_a_connection_that_keeps_dropping_is_one_error() -> None:
+    body = gzip.compress(b"a\n" * 1000)
+    s3 = Dropping(body, cut=10, drops=99)
+    data_file = ExportFile("d/x.json.gz", 1000, md5_b64(body), None)
+    with pytest.raises(StorageError, match=r"s3://src/d/x\.json\.gz: reading failed 3 times"):
+        list(DataFileReader(s3, "src", data_file))

@@ -277,3 +277,43 @@ def test_cli_restore_with_dask_executor(s3: Any, dynamodb: Any, endpoint: str, c
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (report["items"], report["puts"], report["verified"]) == (54, 54, True)
+
+
+def test_import_export_on_dask_matches_local_threads(
+    s3: Any, endpoint: str, dask_executor: DaskUnitExecutor
+) -> None:
+    # GIVEN a full DynamoDB export of 40 items in 3 data files (and an empty one)
+    from compaction.importexport import ExportImporter, ImportOptions
+    from compaction.manifest import KeyAttribute
+    from tests.compaction.awsexports import ExportFolder
+
+    s3.create_bucket(Bucket="dask-exports")
+    items = [{"pk": {"S": f"i#{i}"}, "sk": {"N": str(i)}, "v": {"SS": ["x"]}} for i in range(40)]
+    export_time = (int(time.time()) - 7200) * SEC
+    ExportFolder(s3, bucket="dask-exports").full(items, export_time, files=3)
+    schema = (KeyAttribute("pk", "S", "HASH"), KeyAttribute("sk", "N", "RANGE"))
+    options = ImportOptions(key_schema=schema, shard_digits=1)
+    factory = ClientFactory("s3", AwsSettings(endpoint_url=endpoint))
+    # WHEN it is imported on local threads and on dask (pieces travel through S3)
+    manifests = []
+    for table, executor in (("imp_local", None), ("imp_dask", dask_executor)):
+        ExportImporter(
+            s3,
+            BUCKET,
+            table,
+            "s3://dask-exports/exports/",
+            options=options,
+            executor=executor,
+            s3_factory=factory,
+        ).run()
+        manifest = catalog.newest_at_or_before(s3, BUCKET, "", table, None)
+        assert manifest is not None
+        manifests.append(manifest)
+    local, distributed = manifests
+    # THEN both snapshots hold the same rows, and no piece is left in the bucket
+    assert snapshot_content(s3, local) == snapshot_content(s3, distributed)
+    assert distributed.counts.items == 40
+    run_root = catalog.run_prefix("", "imp_dask", distributed.id, distributed.run_id)
+    listing = s3.list_object_versions(Bucket=BUCKET, Prefix=run_root)
+    stored = {v["Key"] for v in listing.get("Versions", [])}
+    assert stored == {f.key for f in distributed.files}
