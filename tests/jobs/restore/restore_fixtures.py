@@ -247,11 +247,13 @@ def new_session() -> boto3.session.Session:
 
 
 def share_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make `boto3.session.Session()` (what jobs.cli.clients calls) return the
-    shared session; sessions built with explicit arguments stay real."""
+    """Make `boto3.session.Session()` (what jobs.cli.clients calls, with its profile and
+    region None unless chosen) return the shared session; sessions built with explicit
+    values stay real."""
 
     def session(*args: Any, **kwargs: Any) -> boto3.session.Session:
-        return _RealSession(*args, **kwargs) if args or kwargs else new_session()
+        chosen = args or any(value is not None for value in kwargs.values())
+        return _RealSession(*args, **kwargs) if chosen else new_session()
 
     monkeypatch.setattr(boto3.session, "Session", session)
 
