@@ -16,6 +16,7 @@ from moto import mock_aws
 
 import jobs.cli.clients
 import jobs.restore.batchwrite
+from compaction.policy import SnapshotPolicy
 from jobs.main import main
 from tests.faults.injector import FaultInjector, install
 from tests.jobs.restore.restore_fixtures import (
@@ -123,11 +124,12 @@ class Times:
     as_of: int  # the time the run under test works to
 
 
-def history(b: Backup) -> Times:
+def history(b: Backup, *, chain: bool = False) -> Times:
     """A small history that needs every part of the fold: inserts, modifies, removals, a
     re-insert, replays, a stale re-drive, a late change and changes after the as-of.
 
-    The base snapshot (as of `base`) is committed; the run under test goes to `as_of`."""
+    The base snapshot (as of `base`) is committed; with `chain`, a delta on top of it too
+    (readers then resolve a chain of two); the run under test goes to `as_of`."""
     start = now_us() - 3600 * SECOND
     at = lambda s: start + s * SECOND  # noqa: E731
     for sk in range(12):
@@ -142,6 +144,9 @@ def history(b: Backup) -> Times:
     b.item("p0", 3, at(41), status="again")  # re-inserted after its removal
     b.remove("p2", 5, at(42))
     b.item("p2", 12, at(43), status="new")
+    if chain:
+        b.compact(at(45), policy=SnapshotPolicy(kind="delta"))
+    b.remove("p1", 4, at(50))  # a removal after either base
     b.item("p0", 13, at(28), status="late")  # event before the base, written after it
     b.write(b.changes[0])  # a stale re-drive of the first insert
     b.write(b.changes[-2])  # a replay after the base

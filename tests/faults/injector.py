@@ -107,6 +107,9 @@ STORMS = (
     Storm(CONNECTION_RESET, CONNECTION_RESET),
     Storm(LOST_RESPONSE, LOST_RESPONSE, writes_only=True),
 )
+# For a second variant of a job (a delta chain) whose calls the full set already met:
+# throttling, 5xx and a dropped connection.
+FEW_STORMS = (STORMS[0], STORMS[2], STORMS[5])
 # One fault per persistent case, taken in turn so that steps meet different ones.
 PERSISTENT = {
     "s3": (S3_INTERNAL, SLOW_DOWN, CONNECTION_RESET, READ_TIMEOUT),

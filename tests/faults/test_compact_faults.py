@@ -16,6 +16,7 @@ from compaction import catalog
 from compaction.manifest import snapshot_id
 from tests.faults.conftest import Outcome, history, iso
 from tests.faults.injector import (
+    FEW_STORMS,
     LOST_RESPONSE,
     STORMS,
     Fault,
@@ -42,15 +43,19 @@ def assert_exact(world: Backup, as_of_us: int) -> None:
     assert_every_snapshot_whole(world)
 
 
-@pytest.mark.parametrize("storm", STORMS, ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    ("storm", "delta"),
+    [pytest.param(s, False, id=s.name) for s in STORMS]
+    + [pytest.param(s, True, id=f"delta-on-a-chain-{s.name}") for s in FEW_STORMS],
+)
 def test_transient_faults_at_every_step_are_retried_and_the_snapshot_is_exact(
-    world: Backup, faults: FaultInjector, cli: Any, storm: Storm
+    world: Backup, faults: FaultInjector, cli: Any, storm: Storm, delta: bool
 ) -> None:
-    # GIVEN a backup with a base snapshot and changes after it
-    times = history(world)
+    # GIVEN a backup with a base snapshot (or a full one and a delta) and changes after it
+    times = history(world, chain=delta)
     # WHEN compact runs while every step fails twice in a row
     rules = raise_storm(faults, storm, COMPACT, TRANSIENT)
-    outcome = compact(cli, times.as_of)
+    outcome = cli("compact", "--as-of", iso(times.as_of), "--json", *(["--delta"] if delta else []))
     # THEN every step met its faults, and the run committed exactly the state
     assert (outcome.code, outcome.err) == (0, "")
     assert unmet(rules) == []
@@ -59,6 +64,7 @@ def test_transient_faults_at_every_step_are_retried_and_the_snapshot_is_exact(
     manifest = manifest_at(world, times.as_of)
     assert manifest is not None
     assert manifest.key_schema_source == "describe_table"  # DescribeTable was retried too
+    assert (manifest.kind, manifest.depth) == (("delta", 2) if delta else ("full", 0))
 
 
 @pytest.mark.parametrize(
@@ -87,16 +93,19 @@ def test_a_persistent_fault_fails_cleanly_and_a_rerun_is_exact(
     assert_exact(world, times.as_of)
 
 
-WRITES = [pytest.param(s, id=s.id) for s in COMPACT if s.writes]
+# A lost answer at each write is in the LostResponse storm; here the commit alone, and
+# answers lost for good at a data file and at the commit.
+COMMIT = next(s for s in COMPACT if s.name == "manifest commit")
+WRITES = [pytest.param(s, id=s.id) for s in COMPACT if s.name in {"parquet put", "manifest commit"}]
 
 
-@pytest.mark.parametrize("step", WRITES)
-def test_a_write_whose_response_was_lost_once_is_retried(
-    world: Backup, faults: FaultInjector, cli: Any, step: Step
+def test_a_commit_whose_answer_was_lost_once_is_the_runs_commit(
+    world: Backup, faults: FaultInjector, cli: Any
 ) -> None:
-    """S3 applied the write, the answer never came back; botocore sends it again."""
+    """S3 applied the PUT, the answer never came back; botocore sends it again and meets
+    the manifest it wrote (If-None-Match): that is this run's commit, not a conflict."""
     times = history(world)
-    rule = faults.inject(step.service, step.operation, LOST_RESPONSE, where=step.where)
+    rule = faults.inject("s3", "PutObject", LOST_RESPONSE, where=COMMIT.where)
     outcome = compact(cli, times.as_of)
     assert (outcome.code, outcome.err) == (0, "")
     assert rule.struck == 1
@@ -166,8 +175,7 @@ def test_a_lost_commit_answer_on_a_server_that_ignores_if_none_match_keeps_the_c
     that the oldest version is its own earlier attempt, not another run's commit."""
     times = history(world)
     faults.rewrites.append(ignore_if_none_match)
-    commit = next(s for s in COMPACT if s.name == "manifest commit")
-    faults.inject("s3", "PutObject", LOST_RESPONSE, where=commit.where)
+    faults.inject("s3", "PutObject", LOST_RESPONSE, where=COMMIT.where)
     outcome = compact(cli, times.as_of)
     faults.clear()
     assert (outcome.code, outcome.err) == (0, "")
