@@ -79,8 +79,16 @@ def _renderer(column_type: str, ref: str) -> str | None:
     if column_type.startswith("decimal("):
         scale = int(column_type[len("decimal(") : -1].split(",")[1])
         text = f"CAST({ref} AS VARCHAR)"
-        if scale > 0:  # as compaction.rowformat.render_number: no trailing fraction zeros
-            text = f"rtrim(rtrim({text}, '0'), '.')"
+        if scale > 0:
+            # As compaction.rowformat.render_number: no trailing fraction zeros, and a
+            # leading zero before the point. DuckDB spells a DECIMAL(38,38) without its
+            # integer digit (".5", "-.5", and zero as ".000..."), which trimming would
+            # turn into ".5" and "".
+            trimmed = f"rtrim(rtrim({text}, '0'), '.')"
+            text = (
+                f"CASE WHEN {ref} = 0 THEN '0' "
+                f"ELSE regexp_replace({trimmed}, '^(-?)[.]', '\\10.') END"
+            )
         return f"""'{{"N":"' || {text} || '"}}'"""
     return None
 

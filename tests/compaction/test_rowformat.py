@@ -75,3 +75,39 @@ def test_each_attribute_is_stored_once_when_it_can_be() -> None:
 )
 def test_numbers_render_as_dynamodb_spells_them(value: str, text: str) -> None:
     assert render_number(decimal.Decimal(value)) == text
+
+
+@pytest.mark.parametrize(
+    ("column_type", "value"),
+    [
+        ("decimal(38,38)", "0.12345678901234567890123456789012345678"),
+        ("decimal(38,38)", "-0.5"),
+        ("decimal(38,38)", "0"),
+        ("decimal(38,38)", "0.10"),
+        ("decimal(38,38)", "0.00000000000000000000000000000000000001"),
+        ("decimal(38,2)", "0.10"),
+        ("decimal(38,2)", "-3.25"),
+        ("decimal(38,2)", "-0.05"),
+        ("decimal(38,2)", "0"),
+        ("decimal(38,2)", "12"),
+        ("decimal(38,0)", "12"),
+        ("decimal(38,0)", "-7"),
+        ("decimal(38,0)", "0"),
+    ],
+)
+def test_the_query_view_renders_numbers_as_python_does(column_type: str, value: str) -> None:
+    """The view's SQL renderer (jobs/query/views.py) spells a DECIMAL as render_number
+    does, for every scale DuckDB stores; DuckDB writes DECIMAL(38,38) without its leading
+    zero, so a plain trim gave ".5" and an empty string for zero."""
+    import duckdb
+
+    from jobs.query.views import _renderer
+
+    sql = _renderer(column_type, "v")
+    assert sql is not None
+    row = (
+        duckdb.connect()
+        .execute(f"SELECT {sql} FROM (SELECT CAST(? AS {column_type}) AS v)", [value])
+        .fetchone()
+    )
+    assert row == ('{"N":"' + render_number(decimal.Decimal(value)) + '"}',)
