@@ -34,12 +34,14 @@ Command = Callable[[argparse.Namespace], int]
 OPTIONAL_MODULES = {"distributed": "dask", "dask": "dask", "moto": "demo", "flask": "demo"}
 
 
-def _common(require_table: bool = True, table_help: str = "") -> argparse.ArgumentParser:
-    return common_options(require_table=require_table, table_help=table_help)
+def _common(
+    require_table: bool = True, table_help: str = "", tables: str = "one"
+) -> argparse.ArgumentParser:
+    return common_options(require_table=require_table, table_help=table_help, tables=tables)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobs.backup import compact, history, import_export, settings, snapshots
+    from jobs.backup import compact, history, import_export, settings, snapshots, tables
     from jobs.demo import command as demo
     from jobs.ops import backfill, drill, effective_config, expire, scheduled
     from jobs.query import command as query
@@ -69,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.register(commands, _common())
     settings.register(commands, _common())
+    tables.register(commands, _common(require_table=False, tables="none"))
     effective_config.register(commands)
     demo.register(commands, cli=main)
     return parser

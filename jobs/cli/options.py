@@ -88,18 +88,25 @@ def add_setting(
 
 
 def common_options(
-    require_table: bool = True, table_help: str = "", require_bucket: bool = True
+    require_table: bool = True,
+    table_help: str = "",
+    require_bucket: bool = True,
+    tables: str = "one",
 ) -> argparse.ArgumentParser:
     """The parent parser of every command that works on a bucket. An optional --table
-    says in `table_help` what its absence means (e.g. "default: every table")."""
+    says in `table_help` what its absence means (e.g. "default: every table"). `tables`:
+    "one" (--table T), "many" (--table T repeatable: a list) or "none" (no --table)."""
     parent = argparse.ArgumentParser(add_help=False)
     add_setting(parent, config.BUCKET, "--bucket", required=require_bucket)
-    parent.add_argument(
-        "--table",
-        required=require_table,
-        help="source table name as recorded in the backup"
-        + (f" ({table_help})" if table_help else ""),
-    )
+    if tables != "none":
+        parent.add_argument(
+            "--table",
+            required=require_table,
+            action="append" if tables == "many" else "store",
+            help="source table name as recorded in the backup"
+            + ("; repeat for several" if tables == "many" else "")
+            + (f" ({table_help})" if table_help else ""),
+        )
     add_setting(
         parent, config.PREFIX, "--prefix", help="folder in the bucket", none_means="the root"
     )
