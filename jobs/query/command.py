@@ -16,6 +16,14 @@ from compaction.filecache import CACHE_ENV, FileCache, default_cache_dir
 from compaction.manifest import SkippedVersion
 from jobs.cli.args import parse_time
 from jobs.cli.clients import make_client, settings_from
+from jobs.query.limits import (
+    DEFAULT_MEMORY_LIMIT,
+    DEFAULT_TIMEOUT_SECONDS,
+    one_read_only_statement,
+    out_of_memory,
+    positive_seconds,
+    time_limit,
+)
 from jobs.query.results import write_result
 from jobs.query.sql import SqlSession
 
@@ -70,10 +78,25 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     cache.add_argument(
         "--no-cache", action="store_true", help="download into a temporary folder, removed after"
     )
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help="stop the SQL (running and fetching, not the download) after this long",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        default=DEFAULT_MEMORY_LIMIT,
+        metavar="SIZE",
+        help="DuckDB's memory limit for the query, e.g. 512MB, 8GB, 50%% (of RAM); what "
+        "can spill to a temporary folder does",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    sql = one_read_only_statement(args.sql)
     as_of = parse_time(args.as_of) if args.as_of else None
     settings = settings_from(args)
     session = SqlSession(
@@ -82,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         args.prefix,
         args.table,
         cache=None if args.no_cache else FileCache(_cache_dir(args.cache_dir)),
+        memory_limit=args.memory_limit,
     )
     with session:
         if as_of is None:
@@ -89,29 +113,43 @@ def run(args: argparse.Namespace) -> int:
         else:
             session.open_as_of(as_of, snapshot=args.snapshot, skip_corrupt=args.skip_corrupt)
         _report_skipped(session.skipped)
-        try:
-            cursor = session.con.execute(args.sql)
-        except duckdb.Error as e:
-            raise QueryError(str(e).splitlines()[0]) from None
-        description = cursor.description or []
-        names = [d[0] for d in description]
-        json_columns = {i for i, d in enumerate(description) if str(d[1]) == "JSON"}
-        with _destination(args.output) as out:
-            count = write_result(out, args.format, names, _batches(cursor), json_columns)
+        with time_limit(session.con, args.timeout):
+            try:
+                cursor = session.con.execute(sql)
+            except duckdb.Error as e:
+                raise _query_error(e, args.memory_limit) from None
+            description = cursor.description or []
+            names = [d[0] for d in description]
+            json_columns = {i for i, d in enumerate(description) if str(d[1]) == "JSON"}
+            with _destination(args.output) as out:
+                count = write_result(
+                    out, args.format, names, _batches(cursor, args.memory_limit), json_columns
+                )
     if args.output:
         print(f"{count} rows from {session.source} written to {args.output}", file=sys.stderr)
     return 0
 
 
-def _batches(cursor: duckdb.DuckDBPyConnection) -> Iterator[list[tuple[Any, ...]]]:
+def _batches(
+    cursor: duckdb.DuckDBPyConnection, memory_limit: str
+) -> Iterator[list[tuple[Any, ...]]]:
     while True:
         try:
             rows = cursor.fetchmany(FETCH_ROWS)
         except duckdb.Error as e:
-            raise QueryError(str(e).splitlines()[0]) from None
+            raise _query_error(e, memory_limit) from None
         if not rows:
             return
         yield rows
+
+
+def _query_error(error: duckdb.Error, memory_limit: str) -> BaseException:
+    """The one-line error for a failed statement; an interrupt goes to the time limit."""
+    if isinstance(error, duckdb.InterruptException):
+        return error
+    if isinstance(error, duckdb.OutOfMemoryException):
+        return out_of_memory(memory_limit, error)
+    return QueryError(str(error).splitlines()[0])
 
 
 def _cache_dir(option: str | None) -> Path:

@@ -27,6 +27,7 @@ from compaction.manifest import Column, Manifest, SkippedVersion
 from compaction.rowformat import DATA_LAYOUT
 from compaction.snapshot_io import empty_typed_table, read_spill, write_parquet, write_spill
 from compaction.state import chosen_snapshot, plan_state, read_state
+from jobs.query.limits import set_memory_limit
 from jobs.query.views import Level, items_sql, literal, quote
 
 __all__ = ["SqlSession", "quote", "snapshots_table"]
@@ -68,7 +69,10 @@ class SqlSession:
         table: str,
         cache: FileCache | None = None,
         download_concurrency: int = 8,
+        memory_limit: str | None = None,
     ) -> None:
+        """`memory_limit` (DuckDB's, e.g. "2GB"; None: DuckDB's default) bounds the query;
+        what can spill goes to the session's own temporary folder."""
         self._s3 = s3
         self._bucket = bucket
         self._prefix = prefix
@@ -84,6 +88,10 @@ class SqlSession:
         self._cache = cache
         self._download_concurrency = download_concurrency
         self._paths: list[str] = []  # the only files the query may read
+        if memory_limit is not None:
+            set_memory_limit(self.con, memory_limit)
+            spill = self._workdir()
+            self.con.execute(f"SET temp_directory = {literal(str(spill))}")
 
     def __enter__(self) -> SqlSession:
         return self

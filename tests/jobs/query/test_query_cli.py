@@ -7,6 +7,7 @@ import csv
 import decimal
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -311,7 +312,7 @@ def test_empty_states_give_empty_results(
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["SELEC 1"], 1, "Parser Error"),
+        (["SELEC 1"], 2, "Parser Error"),
         (["SELECT nope FROM items"], 1, "Binder Error"),
         (["SELECT * FROM missing_view"], 1, "Catalog Error"),
         (["SELECT 1/0::INTEGER, 'x'::INTEGER"], 1, "Conversion Error"),
@@ -329,6 +330,73 @@ def test_errors_are_one_line(
     actual, out, err = query(capsys, server, *args)
     assert actual == code
     assert message in one_line_error(actual, out, err)
+
+
+# Limits: one read-only statement, time and memory ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT 1; SELECT 2", "exactly one SQL statement, got 2"),
+        ("CREATE TABLE t AS SELECT * FROM items", "not CREATE"),
+        ("INSERT INTO items VALUES (1)", "not INSERT"),
+        ("ATTACH 'x.db'", "not ATTACH"),
+        ("SET memory_limit = '64GB'", "not SET"),
+    ],
+)
+def test_several_or_writing_statements_are_refused_before_any_download(
+    capsys: pytest.CaptureFixture[str],
+    server: Server,  # noqa: F811
+    sql: str,
+    message: str,
+) -> None:
+    # No bucket exists: the refusal comes before anything is read from S3.
+    code, out, err = query(capsys, server, sql, bucket="no-such-bucket-for-query-limits")
+    assert code == 2
+    assert message in one_line_error(code, out, err)
+
+
+def test_a_query_past_its_time_limit_stops_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+    server: Server,  # noqa: F811
+    data: Data,
+) -> None:
+    slow = "SELECT count(*) FROM items, range(1000000000000) r"
+    started = time.monotonic()
+    code, out, err = query(capsys, server, "--timeout", "0.5", slow)
+    assert code == 1
+    assert "time limit of 0.5 s (--timeout)" in one_line_error(code, out, err)
+    assert time.monotonic() - started < 60
+
+
+def test_a_query_past_its_memory_limit_stops_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+    server: Server,  # noqa: F811
+    data: Data,
+) -> None:
+    hungry = "SELECT string_agg(i::VARCHAR, ',') FROM items, range(5000000) t(i)"
+    code, out, err = query(capsys, server, "--memory-limit", "20MB", hungry)
+    assert code == 1
+    assert "more memory than its limit of 20MB (--memory-limit)" in one_line_error(code, out, err)
+    # A query that fits answers under the same limit.
+    small = "SELECT count(*) AS n FROM items"
+    code, out, err = query(capsys, server, "--memory-limit", "20MB", "--format", "csv", small)
+    assert (code, out.split()) == (0, ["n", "6"])
+
+
+def test_bad_limits_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+    server: Server,  # noqa: F811
+    data: Data,
+) -> None:
+    code, _, err = query(capsys, server, "--memory-limit", "lots", "SELECT 1")
+    assert code == 2
+    assert "--memory-limit 'lots'" in err
+    with pytest.raises(SystemExit) as exit_info:
+        query(capsys, server, "--timeout", "0", "SELECT 1")
+    assert exit_info.value.code == 2
+    assert "--timeout: expected a number of seconds > 0" in capsys.readouterr().err
 
 
 def test_unknown_table_and_bucket(
