@@ -43,7 +43,7 @@ def _common(
 def build_parser() -> argparse.ArgumentParser:
     from jobs.backup import compact, history, import_export, settings, snapshots, tables
     from jobs.demo import command as demo
-    from jobs.ops import backfill, drill, effective_config, expire, scheduled
+    from jobs.ops import backfill, drill, effective_config, expire, scheduled, status
     from jobs.query import command as query
     from jobs.restore import command as restore
 
@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     history.register(commands, _common())
     settings.register(commands, _common())
     tables.register(commands, _common(require_table=False, tables="none"))
+    status.register(
+        commands,
+        _common(require_table=False, table_help="default: every table found", tables="many"),
+    )
     effective_config.register(commands)
     demo.register(commands, cli=main)
     return parser

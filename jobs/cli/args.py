@@ -89,6 +89,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_number(text: str) -> float:
+    """argparse type: a number > 0 (fractions allowed: 0.5 hours)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def share(text: str) -> float:
     """argparse type: a share between 0 and 1 (0.1 = 10%)."""
     try:

@@ -102,6 +102,16 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def _shard_digits(text: str) -> int:
     value = _int(text)
     if value not in {0, 1, 2, 3}:
@@ -198,6 +208,25 @@ MAX_RESTORE_SECONDS = register(
         env=("MAX_RESTORE_SECONDS",),
         per_table=True,
         help="drill: longest restore, seconds",
+    )
+)
+
+MAX_QUIET_HOURS = register(
+    Setting(
+        "max_quiet_hours",
+        _positive_number,
+        default=24,
+        per_table=True,
+        help="status: longest time without a change written, hours",
+    )
+)
+MAX_SNAPSHOT_AGE_HOURS = register(
+    Setting(
+        "max_snapshot_age_hours",
+        _positive_number,
+        default=26,
+        per_table=True,
+        help="status: oldest newest snapshot while newer changes wait, hours",
     )
 )
 

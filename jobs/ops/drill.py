@@ -37,6 +37,11 @@ DRILL_SETTINGS = SettingsOverrides(
 _TTL_ON = frozenset({"ENABLED", "ENABLING"})
 
 
+def drills_prefix(prefix: str, table: str) -> str:
+    """Where drill reports go: <prefix>/<table>/v1/drills/<yyyymmddThhmmssZ>.json (FORMAT.md)."""
+    return f"{table_root(prefix, table)}v1/drills/"
+
+
 class DrillFailedError(BackupError):
     """The drill ran but missed a threshold, or the restore did not verify."""
 
@@ -168,7 +173,7 @@ class Drill:
             pass  # best effort; the report names the table
 
     def _write_report(self, report: DrillReport, stamp: str) -> None:
-        key = f"{table_root(self._prefix, self._table)}v1/drills/{stamp}.json"
+        key = f"{drills_prefix(self._prefix, self._table)}{stamp}.json"
         report.report_key = key
         put_json(self._s3, self._bucket, key, asdict(report))
 
