@@ -4,6 +4,7 @@ handlers for EventBridge schedules and as the container command `ddb-backup sche
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -14,10 +15,10 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from backup_lambda.errors import BackupError, ConfigError
-from backup_lambda.layout import format_time_us, items_prefix, normalize_prefix
+from backup_lambda.layout import format_time_us, normalize_prefix
+from compaction import catalog
 from compaction.compactor import CompactionConfig, Compactor
-from compaction.state import plan_state
-from compaction.versions import iter_versions
+from compaction.newchanges import NewChanges, SnapshotBound, changes_after
 from jobs.backup.compact import DEFAULT_SETTLE_SECONDS
 from jobs.cli import config as cli_config
 from jobs.cli.args import positive_int
@@ -25,6 +26,7 @@ from jobs.cli.clients import AwsSettings, make_client, settings_from
 from jobs.cli.options import add_setting
 from jobs.cli.output import emit_json
 from jobs.ops.drill import Drill
+from jobs.ops.schedule_state import ScheduleState, read_state, write_state
 
 logger = Logger(service="ddb-backup-scheduled")
 NAMESPACE = "ddb-backup"
@@ -72,14 +74,6 @@ def _optional_float(text: str | None) -> float | None:
     return float(text) if text not in (None, "") else None
 
 
-def has_versions_after(s3: Any, bucket: str, prefix: str, table: str, since_us: int) -> bool:
-    """Whether any item version was written after `since_us` (stops at the first)."""
-    for ref in iter_versions(s3, bucket, items_prefix(prefix, table)):
-        if int(ref.last_modified.timestamp() * 1_000_000) > since_us:
-            return True
-    return False
-
-
 def compact_table(
     s3: Any,
     dynamodb: Any,
@@ -88,17 +82,72 @@ def compact_table(
     now: float,
     autoscaling: Any | None = None,
 ) -> dict[str, Any]:
+    """Compact `table` as of now minus the settle window, unless nothing was written since
+    its newest snapshot or that snapshot is not older than the as-of (docs/OPERATIONS.md)."""
     as_of = int((now - config.settle_seconds) * 1_000_000)
-    plan = plan_state(s3, config.bucket, config.prefix, table, as_of)
-    base = plan.base
-    if (
-        base is not None
-        and plan.since_us is not None
-        and not has_versions_after(s3, config.bucket, config.prefix, table, plan.since_us)
-    ):
-        lag = now - base.as_of_us / 1e6
-        emit(table, "SnapshotLagSeconds", MetricUnit.Seconds, round(lag, 1))
-        return {"table": table, "status": "unchanged", "snapshot": base.id}
+    state, _ = read_state(s3, config.bucket, config.prefix, table)
+    state = state or ScheduleState()
+    bound = state.snapshot
+    listed = bound is None  # the bound came from the snapshots, not from the state
+    if listed:
+        bound = _newest(s3, config, table)
+    while True:
+        skip, check = _skip(s3, config, table, as_of, bound)
+        if skip is not None or listed:
+            break
+        # The state's snapshot may not be the newest (a manual compact since): check
+        # again after the newest one before compacting.
+        newest, listed = _newest(s3, config, table), True
+        if newest is None or (bound is not None and newest.id == bound.id):
+            break
+        bound = newest
+    if bound is not None and bound != state.snapshot:
+        state = dataclasses.replace(state, snapshot=bound)
+        if skip is not None:
+            write_state(s3, config.bucket, config.prefix, table, state)
+    if skip is not None and bound is not None:
+        emit(table, "SnapshotLagSeconds", MetricUnit.Seconds, round(now - bound.as_of_us / 1e6, 1))
+        return skip
+    return _compact(s3, dynamodb, config, table, now, as_of, state, check, autoscaling)
+
+
+def _newest(s3: Any, config: ScheduleConfig, table: str) -> SnapshotBound | None:
+    newest = catalog.newest_at_or_before(s3, config.bucket, config.prefix, table, None)
+    return None if newest is None else SnapshotBound.of(newest)
+
+
+def _skip(
+    s3: Any, config: ScheduleConfig, table: str, as_of: int, bound: SnapshotBound | None
+) -> tuple[dict[str, Any] | None, NewChanges | None]:
+    """(the outcome of a run that skips, or None; the check for new changes, if made)."""
+    if bound is None:
+        return None, None
+    newest = {"snapshot": bound.id, "as_of": format_time_us(bound.as_of_us)}
+    if bound.as_of_us >= as_of:
+        reason = (
+            f"the newest snapshot is as of {format_time_us(bound.as_of_us)}, not before this "
+            f"run's as-of {format_time_us(as_of)}: a scheduled run never writes an older one"
+        )
+        return {"table": table, "status": "skipped", **newest, "reason": reason}, None
+    check = changes_after(s3, config.bucket, config.prefix, table, bound)
+    if check.found:
+        return None, check
+    reason = f"nothing written since the snapshot ({check.reason})"
+    unchanged = {"table": table, "status": "unchanged", **newest, "reason": reason}
+    return {**unchanged, "checked_by": check.source}, check
+
+
+def _compact(
+    s3: Any,
+    dynamodb: Any,
+    config: ScheduleConfig,
+    table: str,
+    now: float,
+    as_of: int,
+    state: ScheduleState,
+    check: NewChanges | None,
+    autoscaling: Any | None,
+) -> dict[str, Any]:
     started = time.perf_counter()
     result = Compactor(
         s3,
@@ -111,6 +160,13 @@ def compact_table(
     ).run(as_of)
     seconds = time.perf_counter() - started
     manifest = result.manifest
+    write_state(
+        s3,
+        config.bucket,
+        config.prefix,
+        table,
+        dataclasses.replace(state, snapshot=SnapshotBound.of(manifest)),
+    )
     emit(table, "CompactionSeconds", MetricUnit.Seconds, round(seconds, 3))
     emit(table, "SnapshotItems", MetricUnit.Count, manifest.counts.items)
     emit(table, "VersionsRead", MetricUnit.Count, manifest.counts.objects_read)
@@ -120,15 +176,22 @@ def compact_table(
         MetricUnit.Seconds,
         round(now - manifest.as_of_us / 1e6, 1),
     )
-    return {
+    outcome = {
         "table": table,
         "status": "compacted" if result.created else "exists",
         "snapshot": manifest.id,
         "as_of": format_time_us(manifest.as_of_us),
+        "kind": manifest.kind,
         "items": manifest.counts.items,
+        "change_source": manifest.change_source,
+        "changed_keys": manifest.counts.changed_keys,
         "versions_read": manifest.counts.objects_read,
+        "journal_changes": manifest.counts.journal_changes,
         "seconds": round(seconds, 3),
     }
+    if check is not None:
+        outcome["checked_by"] = check.source
+    return outcome
 
 
 def run_compactions(

@@ -355,6 +355,16 @@ def check_settings_capture(template: Template) -> list[str]:
     return [f"the compaction may not read {sorted(missing)}"] if missing else []
 
 
+def check_scheduled_state(template: Template) -> list[str]:
+    """The scheduled compaction may write its state object (docs/FORMAT.md)."""
+    for statement in role_statements(template, function_role(template, "CompactionFunction")):
+        actions = {str(a).lower() for a in as_list(statement.get("Action", []))}
+        resource = resource_text(statement.get("Resource"))
+        if "s3:putobject" in actions and "/v1/scheduled/*" in resource:
+            return []
+    return ["the compaction must be allowed to write <prefix>/<table>/v1/scheduled/*"]
+
+
 CHECKS: dict[str, Check] = {
     "partial_batch_responses": check_partial_batch_responses,
     "bounded_retries": check_bounded_retries,
@@ -371,6 +381,7 @@ CHECKS: dict[str, Check] = {
     "iterator_age_alarm": check_iterator_age_alarm,
     "scheduled_tools": check_scheduled_tools,
     "settings_capture": check_settings_capture,
+    "scheduled_state": check_scheduled_state,
 }
 
 
@@ -385,6 +396,12 @@ def _backup_statements(t: Template) -> list[Any]:
 
 def _drill_statements(t: Template) -> list[Any]:
     return t["Resources"]["DrillRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+
+
+def _compaction_statements(t: Template) -> list[Any]:
+    return t["Resources"]["CompactionRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
 
 
 def _set_sid(statements_: list[Any], sid: str, key: str, value: Any) -> None:
@@ -429,6 +446,9 @@ MUTATIONS: dict[str, Callable[[Template], None]] = {
         "ReadTheSourceTableSettings",
         "Action",
         ["dynamodb:DescribeTable"],
+    ),
+    "scheduled_state": lambda t: _set_sid(
+        _compaction_statements(t), "WriteScheduledState", "Action", "s3:GetObject"
     ),
 }
 

@@ -7,10 +7,12 @@ import datetime as dt
 import hashlib
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from backup_lambda.ddbjson import Item
+from backup_lambda.journal import encode_journal, journal_key, unique_id
 from backup_lambda.layout import Change, encode_change, key_hash, object_key
 from compaction import catalog
 from compaction.chain import chain_rows, load_chain
@@ -61,6 +63,9 @@ class ChangeLog:
     table: str = TABLE
     prefix: str = ""
     changes: list[Change] = field(default_factory=list)
+    # With a clock (epoch microseconds, S3's as the test set it): each change is journaled
+    # first, under a key of that time, as the Lambda does; None: item objects only.
+    journal_clock: Callable[[], int] | None = None
     _sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
 
     def put(self, image: Item, event_us: int) -> Change:
@@ -80,6 +85,12 @@ class ChangeLog:
             event_time_us=event_us,
             new_image=image,
         )
+        if self.journal_clock is not None:
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=journal_key(self.prefix, self.table, self.journal_clock(), unique_id()),
+                Body=encode_journal([change]),
+            )
         self.s3.put_object(
             Bucket=self.bucket,
             Key=object_key(self.prefix, self.table, keys),

@@ -11,6 +11,7 @@ import pytest
 
 from backup_lambda.errors import ConfigError
 from compaction import catalog
+from compaction.newchanges import has_versions_after
 from jobs.demo.standin import FakeLambdaContext
 from jobs.main import main
 from jobs.ops.scheduled import (
@@ -18,7 +19,6 @@ from jobs.ops.scheduled import (
     ScheduledRunError,
     compaction_handler,
     drill_handler,
-    has_versions_after,
     run_compactions,
 )
 from tests.ops.conftest import SetClock
@@ -97,7 +97,14 @@ def test_compacts_then_skips_an_unchanged_table(
 
     # nothing written since: skipped, no new snapshot
     (skipped,) = run_compactions(s3, dynamodb, config(TABLE), now=time.time() + 60)
-    assert skipped == {"table": TABLE, "status": "unchanged", "snapshot": manifest.id}
+    assert (skipped["status"], skipped["snapshot"], skipped["checked_by"]) == (
+        "unchanged",
+        manifest.id,
+        "listing",
+    )
+    assert skipped["reason"] == (
+        "nothing written since the snapshot (the table has no complete journal yet)"
+    )
     assert set(emitted(capsys.readouterr().out)) == {"SnapshotLagSeconds"}
     assert committed_ids(s3) == [manifest.id]
 
