@@ -10,8 +10,9 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
+from backup_lambda.errors import MalformedRecordError
 from backup_lambda.layout import Change
-from backup_lambda.records import MissingSequenceNumberError, parse_record
+from backup_lambda.records import MissingSequenceNumberError, parse_record, table_from_arn
 from backup_lambda.writer import ChangeWriter
 
 
@@ -66,6 +67,10 @@ def process_event(
         )
         failures.append(failure.sequence_number)
 
+    table = _table_of(records)
+    if table is not None:
+        # One stack per table: each stack's alarms watch their own table's figures.
+        metrics.add_dimension(name="table", value=table)
     metrics.add_metric(name="RecordsWritten", unit=MetricUnit.Count, value=len(result.written))
     metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=len(failures))
     metrics.add_metric(
@@ -86,3 +91,15 @@ def process_event(
         raise missing
     ordered = sorted(set(failures), key=int)
     return BatchOutcome(written=len(result.written), failures=ordered)
+
+
+def _table_of(records: list[Any]) -> str | None:
+    """The table the batch comes from (one event source per invocation)."""
+    for record in records:
+        try:
+            return table_from_arn(
+                record.get("eventSourceARN") if isinstance(record, dict) else None
+            )
+        except MalformedRecordError:
+            continue
+    return None

@@ -76,6 +76,10 @@ class RecordingLogger:
 @dataclass
 class RecordingMetrics:
     values: dict[str, list[float]] = field(default_factory=dict)
+    dimensions: dict[str, str] = field(default_factory=dict)
+
+    def add_dimension(self, name: str, value: str) -> None:
+        self.dimensions[name] = value
 
     def add_metric(self, name: str, unit: Any, value: float) -> None:
         self.values.setdefault(name, []).append(value)

@@ -59,6 +59,8 @@ def test_all_valid_records_are_written_and_nothing_is_reported(
     assert metrics.values["RecordsFailed"] == [0]
     # Lag is now minus the newest written event time: the recovery point.
     assert metrics.values["BackupLagSeconds"] == [NOW - 1795824180]
+    # Per table (one stack per table: each stack's alarms watch their own table).
+    assert metrics.dimensions == {"table": "orders"}
 
 
 def test_malformed_record_is_reported_and_logged_with_its_reason(

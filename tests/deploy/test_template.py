@@ -7,6 +7,7 @@ findings, and a mutated copy of the template must give the finding (so no check 
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import subprocess
 import sys
@@ -15,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools.metrics import MetricUnit
 from cfnlint.decode import decode
+
+from jobs.ops.scheduled import emit
+from tests.support import records_of
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "template.yaml"
@@ -313,11 +318,15 @@ def check_iterator_age_alarm(template: Template) -> list[str]:
     return ["an alarm on the backup function's IteratorAge (threshold from the parameter)"]
 
 
+SCHEDULED = {
+    "CompactionFunction": ("jobs.ops.scheduled.compaction_handler", "CompactionSchedule"),
+    "DrillFunction": ("jobs.ops.scheduled.drill_handler", "DrillSchedule"),
+    "ExpireFunction": ("jobs.ops.scheduled_expire.expire_handler", "ExpireSchedule"),
+}
+
+
 def check_scheduled_tools(template: Template) -> list[str]:
-    expected = {
-        "CompactionFunction": ("jobs.ops.scheduled.compaction_handler", "CompactionSchedule"),
-        "DrillFunction": ("jobs.ops.scheduled.drill_handler", "DrillSchedule"),
-    }
+    expected = SCHEDULED
     problems = []
     for name, (command, schedule) in expected.items():
         function = props(template, name)
@@ -365,6 +374,55 @@ def check_scheduled_state(template: Template) -> list[str]:
     return ["the compaction must be allowed to write <prefix>/<table>/v1/scheduled/*"]
 
 
+def check_scheduled_expire(template: Template) -> list[str]:
+    env = props(template, "ExpireFunction").get("Environment", {}).get("Variables", {})
+    problems = []
+    if env.get("KEEP_LAST") != {"Ref": "KeepLastSnapshots"}:
+        problems.append("KEEP_LAST must come from the KeepLastSnapshots parameter")
+    if env.get("KEEP_DAYS") != {"Ref": "KeepSnapshotDays"}:
+        problems.append("KEEP_DAYS must come from the KeepSnapshotDays parameter")
+    return problems
+
+
+def check_deletes_only_snapshots(template: Template) -> list[str]:
+    """Only the expire role deletes, and only under <prefix>/<table>/v1/snapshots/."""
+    problems = []
+    for role in resources_of(template, "AWS::IAM::Role"):
+        for statement in role_statements(template, role):
+            actions = [str(a).lower() for a in as_list(statement.get("Action", []))]
+            if not any(a.startswith("s3:delete") for a in actions):
+                continue
+            if role != "ExpireRole":
+                problems.append(f"{role}: no s3:Delete*, only ExpireRole removes objects")
+            for resource in as_list(statement.get("Resource")):
+                if "/v1/snapshots/*" not in resource_text(resource):
+                    problems.append(f"{role}: deletes only under v1/snapshots/, got {resource}")
+    return problems
+
+
+# The alarms on the metrics our own code emits: (alarm, metric, threshold parameter or None).
+METRIC_ALARMS = [
+    ("RecordsFailedAlarm", "RecordsFailed", None),
+    ("BackupLagAlarm", "BackupLagSeconds", "BackupLagAlarmSeconds"),
+    ("NoncurrentDaysNeededAlarm", "NoncurrentDaysNeeded", "NoncurrentVersionRetentionDays"),
+]
+
+
+def check_metric_alarms(template: Template) -> list[str]:
+    alarms = resources_of(template, "AWS::CloudWatch::Alarm")
+    problems = []
+    for name, metric, threshold in METRIC_ALARMS:
+        alarm = alarms.get(name, {}).get("Properties", {})
+        if alarm.get("MetricName") != metric or alarm.get("Namespace") != "ddb-backup":
+            problems.append(f"{name} must watch ddb-backup {metric}")
+        dimensions = {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])}
+        if dimensions.get("table") != {"Ref": "SourceTableName"}:
+            problems.append(f"{name} must watch this stack's table")
+        if threshold is not None and alarm.get("Threshold") != {"Ref": threshold}:
+            problems.append(f"{name}: threshold from the {threshold} parameter")
+    return problems
+
+
 CHECKS: dict[str, Check] = {
     "partial_batch_responses": check_partial_batch_responses,
     "bounded_retries": check_bounded_retries,
@@ -382,6 +440,9 @@ CHECKS: dict[str, Check] = {
     "scheduled_tools": check_scheduled_tools,
     "settings_capture": check_settings_capture,
     "scheduled_state": check_scheduled_state,
+    "scheduled_expire": check_scheduled_expire,
+    "deletes_only_snapshots": check_deletes_only_snapshots,
+    "metric_alarms": check_metric_alarms,
 }
 
 
@@ -450,6 +511,13 @@ MUTATIONS: dict[str, Callable[[Template], None]] = {
     "scheduled_state": lambda t: _set_sid(
         _compaction_statements(t), "WriteScheduledState", "Action", "s3:GetObject"
     ),
+    "scheduled_expire": lambda t: props(t, "ExpireFunction")["Environment"]["Variables"].pop(
+        "KEEP_LAST"
+    ),
+    "deletes_only_snapshots": lambda t: _set_sid(
+        _backup_statements(t), "WriteItemVersions", "Action", ["s3:PutObject", "s3:DeleteObject"]
+    ),
+    "metric_alarms": lambda t: props(t, "BackupLagAlarm").update(MetricName="BackupLag"),
 }
 
 
@@ -533,3 +601,85 @@ def test_journal_retention_is_a_parameter_checked_by_cfn_lint(template: Template
     assert parameters["JournalRetentionDays"]["MinValue"] == 0
     assert parameters["JournalOnly"]["AllowedValues"] == ["false", "true"]
     assert parameters["VerifyJournalEvery"]["Default"] == 24
+
+
+def test_expire_may_delete_its_snapshots_folder_only(template: Template) -> None:
+    broken = copy.deepcopy(template)
+    statements_ = broken["Resources"]["ExpireRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+        "Statement"
+    ]
+    _set_sid(statements_, "ExpireSnapshots", "Resource", {"Fn::Sub": "${BackupBucket.Arn}/*"})
+    assert any(
+        "deletes only under v1/snapshots/" in p for p in check_deletes_only_snapshots(broken)
+    )
+
+
+@pytest.mark.parametrize("function", sorted(SCHEDULED))
+def test_scheduled_commands_exist(function: str) -> None:
+    # The image's command names a handler that the package really has.
+    module, _, name = SCHEDULED[function][0].rpartition(".")
+    assert callable(getattr(importlib.import_module(module), name))
+
+
+def emitted_metrics(out: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """metric name -> (namespace, dimensions) of the EMF documents in `out`."""
+    found = {}
+    for line in out.splitlines():
+        if not line.startswith('{"_aws"'):
+            continue
+        document = json.loads(line)
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for dimension_set in directive["Dimensions"]:
+                dimensions = {d: document[d] for d in dimension_set}
+                for metric in directive["Metrics"]:
+                    found[metric["Name"]] = (directive["Namespace"], dimensions)
+    return found
+
+
+def alarm_watches(template: Template, alarm: str, table: str) -> tuple[str, dict[str, str]]:
+    """(namespace, dimensions) an alarm watches, the stack's table being `table`."""
+    properties = props(template, alarm)
+    dimensions = {
+        d["Name"]: table if d["Value"] == {"Ref": "SourceTableName"} else d["Value"]
+        for d in properties["Dimensions"]
+    }
+    return properties["Namespace"], dimensions
+
+
+def test_lambda_alarms_watch_what_the_backup_lambda_emits(
+    template: Template,
+    deliver: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN the backup Lambda's environment as the template sets it
+    env = props(template, "BackupFunction")["Environment"]["Variables"]
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", env["POWERTOOLS_SERVICE_NAME"])
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    # WHEN it stores a batch of table `orders`
+    capsys.readouterr()
+    assert deliver(records_of("stream_event_orders")) == {"batchItemFailures": []}
+    emitted = emitted_metrics(capsys.readouterr().out)
+    # THEN each alarm watches exactly the namespace, name and dimensions it emitted
+    for alarm, metric, _ in METRIC_ALARMS[:2]:
+        assert metric in emitted, sorted(emitted)
+        assert alarm_watches(template, alarm, "orders") == emitted[metric]
+
+
+def test_retention_alarm_watches_what_the_scheduled_expire_emits(
+    template: Template, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN the expire function's environment (no service name: the metric has `table` only)
+    assert (
+        "POWERTOOLS_SERVICE_NAME"
+        not in props(template, "ExpireFunction")["Environment"]["Variables"]
+    )
+    monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    capsys.readouterr()
+    emit("orders", "NoncurrentDaysNeeded", MetricUnit.Count, 9)
+    emitted = emitted_metrics(capsys.readouterr().out)
+    assert (
+        alarm_watches(template, "NoncurrentDaysNeededAlarm", "orders")
+        == emitted["NoncurrentDaysNeeded"]
+    )
