@@ -11,6 +11,7 @@ help:
 	@echo "make test-rgw    the integration tier on a real S3 server (Ceph RGW, scripts/rgw.sh)"
 	@echo "make bench       benchmarks on a local Ceph RGW -> BENCHMARKS.md (BENCH_PLAN=quick|10k|full)"
 	@echo "make demo        create .venv and run the pipeline on an embedded moto server"
+	@echo "                 (DEMO_ARGS=--keep leaves the server running until Ctrl-C)"
 	@echo "make lint        ruff + mypy"
 	@echo "make lambda-zip  dist/backup-lambda.zip (no pyarrow, no duckdb)"
 
@@ -51,7 +52,7 @@ bench: $(STAMP)
 		--plan $(BENCH_PLAN) --output BENCHMARKS.md
 
 demo: $(STAMP)
-	$(BIN)/ddb-backup demo
+	$(BIN)/ddb-backup demo $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ _FAKE_ENV = {
 class StandIn:
     endpoint_url: str
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment that points AWS clients (ddb-backup, the AWS CLI) at it."""
+        return {"AWS_ENDPOINT_URL": self.endpoint_url, **_FAKE_ENV}
+
 
 @contextmanager
 def local_aws() -> Iterator[StandIn]:
@@ -33,11 +39,17 @@ def local_aws() -> Iterator[StandIn]:
         raise ConfigError(
             "the local AWS stand-in needs moto: pip install 'ddb-backup[demo]' (make demo does)"
         ) from None
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request access log
+    # No per-request access log, and no server-side traceback for an API moto lacks (the
+    # client gets its error answer; callers treat it as not captured or not supported).
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
+    # moto's backends are this process's: a stand-in started after others begins empty.
+    reset = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")  # noqa: S310
+    with urllib.request.urlopen(reset, timeout=10):  # noqa: S310 - http on loopback
+        pass
     saved = {name: os.environ.get(name) for name in [*_FAKE_ENV, "AWS_ENDPOINT_URL", "AWS_PROFILE"]}
     os.environ.update(_FAKE_ENV)
     os.environ["AWS_ENDPOINT_URL"] = endpoint
