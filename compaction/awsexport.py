@@ -518,3 +518,17 @@ def parse_change_line(raw: bytes, where: str) -> ExportChange:
     new = _item(doc["NewImage"], where, "NewImage") if "NewImage" in doc else None
     old = _item(doc["OldImage"], where, "OldImage") if "OldImage" in doc else None
     return ExportChange(keys, new, old, int(text))
+
+
+def format_change_line(change: ExportChange) -> str:
+    """An incremental export's line (parse_change_line reads it back): no NewImage for a
+    deletion, no OldImage for an item that did not exist before."""
+    doc: dict[str, Any] = {
+        "Metadata": {"WriteTimestampMicros": {"N": str(change.write_us)}},
+        "Keys": change.keys,
+    }
+    if change.new_image is not None:
+        doc["NewImage"] = change.new_image
+    if change.old_image is not None:
+        doc["OldImage"] = change.old_image
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))

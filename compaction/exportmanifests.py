@@ -91,34 +91,75 @@ def export_documents(
     """The manifests for one snapshot (pure: no I/O). `parent_as_of_us` makes it an
     incremental export (a delta snapshot's window); `etags` overrides derived ETags."""
     root = export_root(prefix, manifest)
-    folder = f"{root}{EXPORT_DIR}/{export_id_for(manifest)}/"
-    files = sorted(manifest.files_of(EXPORT_FORMAT), key=lambda f: f.key)
-    lines = []
-    for data_file in files:
+    files = []
+    for data_file in sorted(manifest.files_of(EXPORT_FORMAT), key=lambda f: f.key):
         if data_file.md5 is None:
             raise ValueError(f"{data_file.key}: no MD5 recorded")
         etag = (etags or {}).get(data_file.key) or _etag(data_file)
-        lines.append(
-            json.dumps(
-                {
-                    "itemCount": data_file.rows,
-                    "md5Checksum": data_file.md5,
-                    "etag": etag,
-                    "dataFileS3Key": data_file.key,
-                },
-                separators=(",", ":"),
-            )
-        )
-    files_body = "".join(line + "\n" for line in lines).encode("utf-8")
-    arn = table_arn or table_arn_for(manifest.table)
-    summary: dict[str, Any] = {
-        "version": FULL_VERSION,
-        "exportArn": f"{arn}/export/{export_id_for(manifest)}",
+        files.append(ExportedFile(data_file.key, data_file.rows, data_file.md5, etag))
+    times = {
         "startTime": format_time_us(manifest.listing_watermark_us),
         "endTime": format_time_us(manifest.built_at_us),
-        "tableArn": arn,
+    }
+    if parent_as_of_us is None:
+        times["exportTime"] = format_time_us(manifest.as_of_us)
+    else:
+        times["exportFromTime"] = format_time_us(parent_as_of_us)
+        times["exportToTime"] = format_time_us(manifest.as_of_us)
+    return documents_for(
+        bucket,
+        root,
+        export_id_for(manifest),
+        table_arn or table_arn_for(manifest.table),
+        files,
+        times,
+        output_view=output_view if parent_as_of_us is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """A data file as manifest-files.json lists it."""
+
+    key: str
+    rows: int
+    md5: str  # base64
+    etag: str
+
+
+def documents_for(
+    bucket: str,
+    root: str,
+    export_id: str,
+    table_arn: str,
+    files: list[ExportedFile],
+    times: dict[str, str],
+    *,
+    output_view: str | None = None,
+) -> ExportDocuments:
+    """An export's manifests (pure): a full export, or with `output_view` an incremental
+    one; `times` holds startTime, endTime and exportTime or exportFromTime/ToTime."""
+    folder = f"{root}{EXPORT_DIR}/{export_id}/"
+    lines = [
+        json.dumps(
+            {
+                "itemCount": f.rows,
+                "md5Checksum": f.md5,
+                "etag": f.etag,
+                "dataFileS3Key": f.key,
+            },
+            separators=(",", ":"),
+        )
+        for f in files
+    ]
+    files_body = "".join(line + "\n" for line in lines).encode("utf-8")
+    summary: dict[str, Any] = {
+        "version": FULL_VERSION if output_view is None else INCREMENTAL_VERSION,
+        "exportArn": f"{table_arn}/export/{export_id}",
+        "startTime": times["startTime"],
+        "endTime": times["endTime"],
+        "tableArn": table_arn,
         "tableId": None,
-        "exportTime": format_time_us(manifest.as_of_us),
         "s3Bucket": bucket,
         "s3Prefix": root.rstrip("/"),
         "s3SseAlgorithm": None,
@@ -129,12 +170,12 @@ def export_documents(
         "outputFormat": DYNAMODB_JSON,
         "exportType": FULL_EXPORT,
     }
-    if parent_as_of_us is not None:
-        del summary["exportTime"]
+    if output_view is None:
+        summary["exportTime"] = times["exportTime"]
+    else:
         summary.update(
-            version=INCREMENTAL_VERSION,
-            exportFromTime=format_time_us(parent_as_of_us),
-            exportToTime=format_time_us(manifest.as_of_us),
+            exportFromTime=times["exportFromTime"],
+            exportToTime=times["exportToTime"],
             outputView=output_view,
             exportType=INCREMENTAL_EXPORT,
         )

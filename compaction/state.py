@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -326,14 +326,32 @@ class StateReader:
         result.rows.sort(key=lambda r: r.key_hash)
         return result
 
+    def rows_of(
+        self, unit: str, wanted: Collection[str], journal: Sequence[JournalEntry] | None = None
+    ) -> dict[str, Row | None]:
+        """The winning change as of the plan's time (a removal included; None: no change
+        yet) of each key in `wanted` (key hashes of `unit`): only their versions are read."""
+        plan = self._plan
+        keys = set(wanted)
+        base_rows, best = self._fold(
+            unit,
+            journal,
+            UnitState(unit),
+            lambda fresh: chain_rows(self._s3, plan.bucket, plan.chain, unit, wanted=keys),
+            keys,
+        )
+        return {d: best[d] if d in best else base_rows.get(d) for d in keys}
+
     def _fold(
         self,
         unit: str,
         journal: Sequence[JournalEntry] | None,
         state: UnitState,
         base_rows_for: Callable[[set[str]], dict[str, Row]],
+        wanted: Collection[str] | None = None,
     ) -> tuple[dict[str, Row], dict[str, Row | None]]:
-        """(the base rows read, the winner of every key with changes after the base).
+        """(the base rows read, the winner of every key with changes after the base; only
+        keys in `wanted`, when given).
 
         The journal's changes need no read: they are folded first, and the listed
         versions (listing, listing+journal) start from that."""
@@ -341,6 +359,9 @@ class StateReader:
         if journal is None:
             journal = plan.journal.entries(unit) if plan.journal else ()
         versions = self._list(unit, state) if plan.source.kind != JOURNAL else {}
+        if wanted is not None:
+            journal = [e for e in journal if e.key_hash in wanted]
+            versions = {d: v for d, v in versions.items() if d in wanted}
         state.journal_changes = len(journal)
         journaled = rows_by_key(journal, plan.bucket)
         fresh = set(journaled) | {

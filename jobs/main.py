@@ -41,7 +41,7 @@ def _common(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jobs.backup import compact, history, import_export, settings, snapshots, tables
+    from jobs.backup import changes, compact, history, import_export, settings, snapshots, tables
     from jobs.demo import command as demo
     from jobs.ops import backfill, drill, effective_config, expire, scheduled, status
     from jobs.query import command as query
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands, _common(require_table=False, table_help="default: --tables or BACKUP_TABLES")
     )
     history.register(commands, _common())
+    changes.register(commands, _common())
     settings.register(commands, _common())
     tables.register(commands, _common(require_table=False, tables="none"))
     status.register(
