@@ -10,13 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
+from backup_lambda.journal import journal_key
 from backup_lambda.layout import Change
 from backup_lambda.writer import ChangeWriter
 from compaction.versions import put_json
 from jobs.main import main
 from jobs.ops.drill import Drill, DrillReport, drills_prefix
-from jobs.ops.status import TableFacts, Thresholds, bucket_versioning, gather, table_warnings
+from jobs.ops.health import (
+    TableFacts,
+    Thresholds,
+    bucket_versioning,
+    gather,
+    table_warnings,
+    versioning_warnings,
+)
 from tests.ops.conftest import SetClock
 from tests.ops.helpers import (
     BUCKET,
@@ -369,3 +378,40 @@ def test_warnings_are_pure() -> None:
         "no change is backed up yet (no journal, no snapshot)",
         "no snapshot yet (run `ddb-backup compact`)",
     ]
+
+
+def test_unreadable_journal_object_and_drill_report_are_warnings(
+    s3: Any, stream: Stream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a healthy backup, then a journal object and a drill report that are not what
+    # their names say
+    written = whole_second_ago(600)
+    stream.write(written, "a")
+    compact(s3, written + 60 * SEC)
+    garbage = journal_key("", TABLE, now_us(), "garbage")
+    s3.put_object(Bucket=BUCKET, Key=garbage, Body=b"not gzip")
+    report = f"{drills_prefix('', TABLE)}{whole_second_stamp(now_us())}.json"
+    s3.put_object(Bucket=BUCKET, Key=report, Body=b"{not json")
+    # WHEN status runs THEN both are named, and the exit status is 5
+    code, payload, err = status(capsys)
+    assert code == 5
+    (table,) = payload["tables"]
+    assert table["newest_change"]["journal_object"] == garbage
+    assert table["drill"]["passed"] is None
+    first, second = table["warnings"]
+    assert first.startswith(f"newest journal object unreadable: s3://{BUCKET}/{garbage}")
+    assert second.startswith(f"last drill report {report}: not a drill report")
+    assert "Traceback" not in err
+
+
+def test_versioning_that_cannot_be_read_is_unknown_not_a_warning() -> None:
+    class Denied:
+        def get_bucket_versioning(self, Bucket: str) -> None:  # noqa: N803 - boto3's name
+            raise ClientError(
+                {"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetBucketVersioning"
+            )
+
+    versioning = bucket_versioning(Denied(), BUCKET)
+    assert versioning == "unknown (AccessDenied)"
+    assert versioning_warnings(versioning) == []
+    assert versioning_warnings("Off")[0].startswith("bucket versioning is Off")
