@@ -22,6 +22,8 @@ class SnapshotPolicy:
     kind: str = "auto"
     max_chain: int = DEFAULT_MAX_CHAIN  # deltas after a full snapshot, at most
     max_changed_share: float = DEFAULT_MAX_CHANGED_SHARE  # of the parent's items
+    # Every Nth snapshot of a chain is full (a full one, then N-1 deltas); 0: no such rule.
+    full_every: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -30,6 +32,8 @@ class SnapshotPolicy:
             raise ValueError("max_chain must be >= 0")
         if self.max_changed_share < 0:
             raise ValueError("max_changed_share must be >= 0")
+        if self.full_every < 0:
+            raise ValueError("full_every must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,12 @@ def decide(
     what = f"{changed} changed keys, {share:.1%} of the parent's {parent.item_count} items"
     if policy.kind == "delta":
         return Decision("delta", f"--delta: {what}")
+    if policy.full_every and depth >= policy.full_every:
+        return Decision(
+            "full",
+            f"--full-every {policy.full_every}: the parent's chain already holds {depth} "
+            f"snapshots (a full one and {parent.depth} deltas)",
+        )
     if depth > policy.max_chain:
         return Decision(
             "full", f"a delta would make the chain {depth} long (--max-chain {policy.max_chain})"

@@ -45,6 +45,8 @@ def aws_env(
             "SETTLE_SECONDS",
             "MAX_RPO_SECONDS",
             "MAX_RESTORE_SECONDS",
+            "VERIFY_JOURNAL_EVERY",
+            "FULL_EVERY",
             "XDG_CONFIG_HOME",
         }:
             monkeypatch.delenv(name)

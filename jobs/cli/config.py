@@ -92,6 +92,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -208,6 +215,24 @@ MAX_RESTORE_SECONDS = register(
         env=("MAX_RESTORE_SECONDS",),
         per_table=True,
         help="drill: longest restore, seconds",
+    )
+)
+VERIFY_JOURNAL_EVERY = register(
+    Setting(
+        "verify_journal_every",
+        _non_negative_int,
+        default=24,
+        env=("VERIFY_JOURNAL_EVERY",),
+        help="scheduled: every Nth compaction that reads the journal verifies it (0: never)",
+    )
+)
+FULL_EVERY = register(
+    Setting(
+        "full_every",
+        _non_negative_int,
+        default=0,
+        env=("FULL_EVERY",),
+        help="scheduled: every Nth snapshot of a chain is full (0: the delta policy alone)",
     )
 )
 

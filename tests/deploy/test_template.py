@@ -365,7 +365,11 @@ def check_settings_capture(template: Template) -> list[str]:
 
 
 def check_scheduled_state(template: Template) -> list[str]:
-    """The scheduled compaction may write its state object (docs/FORMAT.md)."""
+    """The scheduled compaction may write its state object (docs/FORMAT.md), and its
+    periodic full snapshot is a parameter."""
+    env = props(template, "CompactionFunction").get("Environment", {}).get("Variables", {})
+    if env.get("FULL_EVERY") != {"Ref": "FullEvery"}:
+        return ["FULL_EVERY must come from the FullEvery parameter"]
     for statement in role_statements(template, function_role(template, "CompactionFunction")):
         actions = {str(a).lower() for a in as_list(statement.get("Action", []))}
         resource = resource_text(statement.get("Resource"))
@@ -601,6 +605,7 @@ def test_journal_retention_is_a_parameter_checked_by_cfn_lint(template: Template
     assert parameters["JournalRetentionDays"]["MinValue"] == 0
     assert parameters["JournalOnly"]["AllowedValues"] == ["false", "true"]
     assert parameters["VerifyJournalEvery"]["Default"] == 24
+    assert (parameters["FullEvery"]["Default"], parameters["FullEvery"]["MinValue"]) == (0, 0)
 
 
 def test_expire_may_delete_its_snapshots_folder_only(template: Template) -> None:

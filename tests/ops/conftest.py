@@ -27,7 +27,13 @@ def ops_session() -> boto3.session.Session:
 def ops_env(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     """The suite's fake AWS environment (tests/conftest.py), no scheduled-run settings of
     the host, and no metrics output."""
-    for name in ("MAX_RPO_SECONDS", "MAX_RESTORE_SECONDS", "SETTLE_SECONDS"):
+    for name in (
+        "MAX_RPO_SECONDS",
+        "MAX_RESTORE_SECONDS",
+        "SETTLE_SECONDS",
+        "VERIFY_JOURNAL_EVERY",
+        "FULL_EVERY",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "ddb-backup-tests")

@@ -4,6 +4,7 @@ of unchanged tables, failures of one table, and the scheduled drill."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -161,6 +162,14 @@ def test_schedule_config_from_env() -> None:
         }
     )
     assert parsed == ScheduleConfig("b", ("a", "b"), "backups", 60, 900.0, None)
+    assert (parsed.verify_journal_every, parsed.full_every) == (24, 0)
+    every = {"BACKUP_BUCKET": "b", "BACKUP_TABLES": "a", "VERIFY_JOURNAL_EVERY": "3"}
+    assert ScheduleConfig.from_env({**every, "FULL_EVERY": "5"}).full_every == 5
+    assert ScheduleConfig.from_env(every).verify_journal_every == 3
+    with pytest.raises(ConfigError, match="VERIFY_JOURNAL_EVERY: expected a whole number >= 0"):
+        ScheduleConfig.from_env({**every, "VERIFY_JOURNAL_EVERY": "-1"})
+    with pytest.raises(ConfigError, match="FULL_EVERY: expected a whole number"):
+        ScheduleConfig.from_env({**every, "FULL_EVERY": "often"})
 
 
 def test_compaction_handler_from_env(
@@ -208,25 +217,78 @@ def test_drill_handler(
     assert dynamodb.list_tables()["TableNames"] == [TABLE]
 
 
+def logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The scheduled run's log lines (JSON on stdout, by powertools' Logger)."""
+    records = [r for r in caplog.records if r.name == "ddb-backup-scheduled"]
+    caplog.clear()
+    return records
+
+
 def test_cli_scheduled(
     s3: Any,
     dynamodb: Any,
     two_tables: tuple[ChangeLog, ChangeLog],
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # --json: the machine lines (log JSON, EMF) and the result object last
     code = main(["scheduled", "--bucket", BUCKET, "--tables", f"{TABLE},{OTHER}", "--json"])
     out = capsys.readouterr().out
     assert code == 0
-    payload = json.loads(out.strip().splitlines()[-1])
+    lines = out.strip().splitlines()
+    payload = json.loads(lines[-1])
     assert [(r["table"], r["status"]) for r in payload["results"]] == [
         (TABLE, "compacted"),
         (OTHER, "compacted"),
     ]
+    assert set(emitted(out)) >= {"SnapshotItems", "SnapshotLagSeconds"}
+    assert [r.getMessage() for r in logged(caplog)] == ["scheduled compaction"] * 2
+    # people: one row per table, no machine lines
     code = main(["scheduled", "--bucket", BUCKET, "--tables", f"{TABLE},{OTHER}"])
     out = capsys.readouterr().out
     assert code == 0
-    assert f"table={TABLE} status=unchanged" in out
-    assert f"table={OTHER} status=unchanged" in out
+    header, *rows = [line.split("\t") for line in out.splitlines()]
+    assert header == ["table", "outcome", "snapshot", "details"]
+    assert [(r[0], r[1]) for r in rows] == [(TABLE, "unchanged"), (OTHER, "unchanged")]
+    assert rows[0][3] == (
+        "nothing written since the snapshot (the table has no complete journal yet)"
+    )
+    assert not [line for line in out.splitlines() if line.startswith("{")]
+    assert logged(caplog) == []
+
+
+def test_cli_scheduled_says_what_it_compacted(
+    s3: Any,
+    dynamodb: Any,
+    two_tables: tuple[ChangeLog, ChangeLog],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["scheduled", "--bucket", BUCKET, "--table", TABLE]) == 0
+    (_, row) = capsys.readouterr().out.splitlines()
+    table, outcome, snapshot, details = row.split("\t")
+    assert (table, outcome) == (TABLE, "compacted")
+    assert snapshot == committed_ids(s3, TABLE)[0]
+    assert details.startswith("full, 3 items, as of ")
+    assert "; 3 changed keys found by listing; " in details
+
+
+def test_cli_scheduled_reads_the_lambdas_environment(
+    s3: Any,
+    dynamodb: Any,
+    two_tables: tuple[ChangeLog, ChangeLog],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BACKUP_BUCKET", BUCKET)
+    monkeypatch.setenv("BACKUP_TABLES", f"{OTHER}")
+    monkeypatch.setenv("FULL_EVERY", "x")
+    assert main(["scheduled"]) == 2
+    assert "FULL_EVERY" in capsys.readouterr().err
+    monkeypatch.setenv("FULL_EVERY", "1")
+    assert main(["scheduled", "--json"]) == 0
+    (outcome,) = json.loads(capsys.readouterr().out.splitlines()[-1])["results"]
+    assert (outcome["table"], outcome["status"]) == (OTHER, "compacted")
+    assert committed_ids(s3, TABLE) == []
 
 
 def test_cli_scheduled_errors(
@@ -234,13 +296,29 @@ def test_cli_scheduled_errors(
     dynamodb: Any,
     two_tables: tuple[ChangeLog, ChangeLog],
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     assert main(["scheduled", "--bucket", BUCKET]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "--tables" in err
+    # a missing table: one row and one error line, the other table still compacted
     assert main(["scheduled", "--bucket", BUCKET, "--tables", f"missing,{TABLE}"]) == 1
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert err.count("\n") == 1
-    assert "missing" in err
+    assert err.startswith("ddb-backup: error: compaction failed for 1 of 2 tables: missing: ")
+    assert "Traceback" not in out + err
+    rows = [line.split("\t") for line in out.splitlines()[1:]]
+    assert [(r[0], r[1]) for r in rows] == [("missing", "failed"), (TABLE, "compacted")]
+    assert rows[0][3] == f"no backup of table 'missing' in s3://{BUCKET}/"
     assert len(committed_ids(s3, TABLE)) == 1
+    assert logged(caplog) == []
+    # with --json: the failure's log line holds the error, and no traceback
+    assert main(["scheduled", "--bucket", BUCKET, "--tables", "missing", "--json"]) == 1
+    out, err = capsys.readouterr()
+    (failure,) = logged(caplog)
+    assert failure.getMessage() == "scheduled compaction failed"
+    assert failure.__dict__["error"] == f"no backup of table 'missing' in s3://{BUCKET}/"
+    assert failure.exc_info is None
+    assert "Traceback" not in out + err
+    assert json.loads(out.splitlines()[-1])["results"][0]["status"] == "failed"

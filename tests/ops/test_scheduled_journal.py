@@ -4,6 +4,7 @@ snapshot older than the newest one."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from compaction import catalog
 from compaction.compactor import Compactor
 from compaction.journal import BOTH, JOURNAL, LISTING
 from compaction.newchanges import SnapshotBound, changes_after
+from jobs.main import main
 from jobs.ops.schedule_state import read_state, state_key
 from jobs.ops.scheduled import ScheduleConfig, run_compactions
 from tests.ops.conftest import SetClock
@@ -207,3 +209,78 @@ def test_changes_after_by_journal_where_it_covers_the_window_else_by_listing(
     clock(t0 + 900 * SEC)
     log.put(item("y"), t0 + 900 * SEC)
     assert check(listed) == (True, LISTING, partial)
+
+
+def unverified_runs(s3: Any) -> int:
+    state, _ = read_state(s3, BUCKET, "", TABLE)
+    assert state is not None
+    return state.unverified_journal_runs
+
+
+def test_every_second_journal_compaction_verifies_the_journal(
+    s3: Any,
+    dynamodb: Any,
+    journaled: ChangeLog,
+    clock: Clock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def put(log: ChangeLog, pk: str) -> None:
+        """A change written 5 s ago: inside the next run's window (it ends 2 s back)."""
+        clock(whole_second_ago(5))
+        log.put(item(pk, v=1), now_us() - 400 * SEC)
+        clock(None)
+
+    every_2 = dataclasses.replace(config(), verify_journal_every=2)
+    (first,) = run_compactions(s3, dynamodb, every_2, now=time.time())
+    assert first["change_source"] == JOURNAL
+    assert "journal_check" not in first
+    assert unverified_runs(s3) == 1
+    put(journaled, "a")
+    (second,) = run_compactions(s3, dynamodb, every_2, now=time.time() + 60)
+    assert second["journal_check"] == (
+        "journal checked: 1 item versions in the window, 0 missing from the journal"
+    )
+    assert unverified_runs(s3) == 0
+    put(journaled, "b")
+    (third,) = run_compactions(s3, dynamodb, every_2, now=time.time() + 120)
+    assert "journal_check" not in third
+    assert unverified_runs(s3) == 1
+    # A change in its item object alone (a writer without the journal): the verifying run
+    # builds its snapshot by listing and fails, exit 6; the count stays, so the next
+    # compaction verifies again.
+    put(ChangeLog(s3, changes=journaled.changes), "rogue")
+    capsys.readouterr()
+    verify = ["--verify-journal-every", "2", "--settle", "60"]  # as of after the third
+    code = main(["scheduled", "--bucket", BUCKET, "--table", TABLE, *verify])
+    out, err = capsys.readouterr()
+    assert code == 6
+    assert "the change journal of 'orders' misses 1 of " in err
+    assert err.count("\n") == 1
+    assert out.splitlines()[1].split("\t")[1] == "failed"
+    newest = catalog_newest(s3)
+    assert newest.change_source == LISTING
+    assert snapshot_items(s3, newest) == journaled.expected(newest.as_of_us)
+    assert len(journaled.expected(newest.as_of_us)) == 6  # the rogue change included
+    assert unverified_runs(s3) == 1
+
+
+def test_every_third_snapshot_is_full(
+    s3: Any, dynamodb: Any, journaled: ChangeLog, clock: Clock
+) -> None:
+    clock(whole_second_ago(3000))  # 20 more items: one changed key is a delta's share
+    for i in range(20):
+        journaled.put(item(f"p-{i}", v=i), now_us() - 3000 * SEC)
+    clock(None)
+    every_3 = dataclasses.replace(config(), full_every=3)
+    outcomes = []
+    for step in range(5):
+        if step:
+            journaled.put(item(f"n-{step}", v=step), now_us() - 400 * SEC)
+        (outcome,) = run_compactions(s3, dynamodb, every_3, now=time.time() + 60 * step)
+        outcomes.append(outcome)
+    assert [o["kind"] for o in outcomes] == ["full", "delta", "delta", "full", "delta"]
+    assert outcomes[3]["policy"] == (
+        "--full-every 3: the parent's chain already holds 3 snapshots (a full one and 2 deltas)"
+    )
+    newest = catalog_newest(s3)
+    assert snapshot_items(s3, newest) == journaled.expected(newest.as_of_us)
