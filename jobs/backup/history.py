@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
+from backup_lambda.errors import UserInputError
 from backup_lambda.layout import format_time_us, object_key
-from compaction.history import HistoryEntry, item_history
+from compaction.history import HistoryEntry, item_history, item_history_window
+from compaction.journal import JOURNAL, LISTING, journal_only_since
 from jobs.cli.args import parse_key, parse_time
 from jobs.cli.clients import make_client, settings_from
-from jobs.cli.output import emit_json
+from jobs.cli.output import emit_json, note
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -18,7 +21,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "history",
         parents=[common],
         help="every version of one item",
-        description="Every stored change of one item, oldest first, by event time.",
+        description="Every stored change of one item, oldest first, by event time: its "
+        "object versions, or with --from/--to the changes in that event-time window, read "
+        "from the change journal where it covers the window (journal-only tables have no "
+        "item objects), else from the object versions.",
     )
     parser.add_argument(
         "--key",
@@ -27,6 +33,19 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--as-of", help="only changes with event time at or before TIME (default: every change)"
+    )
+    parser.add_argument(
+        # dest as changes' --from (and import-export's)
+        "--from",
+        dest="source",
+        metavar="TIME",
+        help="only changes with event time after TIME, read from the journal where it covers "
+        "them (default: without --to, every object version)",
+    )
+    parser.add_argument(
+        "--to",
+        metavar="TIME",
+        help="with --from: only changes with event time at or before TIME (default: now)",
     )
     parser.set_defaults(run=run)
 
@@ -48,9 +67,42 @@ def entry_json(entry: HistoryEntry) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     keys = parse_key(args.key)
+    window = args.source is not None or args.to is not None
+    if window and args.as_of:
+        raise UserInputError("--as-of lists object versions; with --from, bound the window by --to")
     as_of = parse_time(args.as_of) if args.as_of else None
     s3 = make_client("s3", settings_from(args))
-    entries = item_history(s3, args.bucket, args.prefix, args.table, keys, as_of)
+    extra: dict[str, Any] = {}
+    if window:
+        start = parse_time(args.source) if args.source else 0
+        end = parse_time(args.to) if args.to else int(time.time() * 1_000_000)
+        if end <= start:
+            raise UserInputError(
+                f"--to {format_time_us(end)} is not after --from {format_time_us(start)}"
+            )
+        found = item_history_window(s3, args.bucket, args.prefix, args.table, keys, start, end)
+        entries = found.entries
+        how = "the journal" if found.source.kind == JOURNAL else "the object versions"
+        if found.source.kind not in (JOURNAL, LISTING):
+            how = "the object versions and the journal"
+        note(args, f"changes from {how}: {found.source.reason}")
+        extra = {
+            "from": format_time_us(start),
+            "to": format_time_us(end),
+            "change_source": found.source.kind,
+            "why": found.source.reason,
+            "journal_objects": found.journal_objects,
+        }
+    else:
+        entries = item_history(s3, args.bucket, args.prefix, args.table, keys, as_of)
+        only = journal_only_since(s3, args.bucket, args.prefix, args.table)
+        if only is not None:
+            note(
+                args,
+                f"the table is journal-only since {format_time_us(only)}: its changes since "
+                "then are in the journal alone; pass --from/--to to read them",
+            )
+            extra = {"journal_only_since": format_time_us(only)}
     rows = [entry_json(e) for e in entries]
     if args.json:
         emit_json(
@@ -58,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 "table": args.table,
                 "key": keys,
                 "object": object_key(args.prefix, args.table, keys),
+                **extra,
                 "versions": rows,
             }
         )
