@@ -43,7 +43,7 @@ def _common(
 def build_parser() -> argparse.ArgumentParser:
     from jobs.backup import changes, compact, history, import_export, settings, snapshots, tables
     from jobs.demo import command as demo
-    from jobs.ops import backfill, drill, effective_config, expire, scheduled, status
+    from jobs.ops import backfill, drill, effective_config, expire, redrive, scheduled, status
     from jobs.query import command as query
     from jobs.restore import command as restore
 
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.register(commands, _common())
     changes.register(commands, _common())
+    redrive.register(
+        commands, _common(require_table=False, table_help="default: every table in the queue")
+    )
     settings.register(commands, _common())
     tables.register(commands, _common(require_table=False, tables="none"))
     status.register(
