@@ -13,6 +13,7 @@ from typing import Any
 
 from backup_lambda.errors import CorruptSnapshotError
 from compaction import catalog, exportmanifests
+from compaction.clock import BucketClock
 from compaction.columns import AttributeStats, Stats, choose_columns, merge_stats
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
 from compaction.fallback import damaged_snapshot
@@ -80,11 +81,14 @@ class Compactor:
         executor: UnitExecutor | None = None,
         s3_factory: Callable[[], Any] | None = None,
         autoscaling: Any | None = None,
+        bucket_clock: BucketClock | None = None,
     ) -> None:
         """`executor` runs the unit tasks (default: `config.workers` threads); a distributed
         one needs `s3_factory`, a picklable callable that builds an S3 client on a worker.
         With `dynamodb`, the table's settings are captured into the snapshot (`autoscaling`,
-        an Application Auto Scaling client, adds its scaling targets and policies)."""
+        an Application Auto Scaling client, adds its scaling targets and policies).
+        `bucket_clock` is S3's clock (read once per run; default: from this bucket, with
+        `clock` as the host's): the watermark and build time are S3's now."""
         self._s3 = s3
         self._bucket = bucket
         self._table = table
@@ -97,6 +101,7 @@ class Compactor:
         self._dynamodb = dynamodb
         self._autoscaling = autoscaling
         self._clock = clock
+        self._now = bucket_clock or BucketClock(s3, bucket, host=clock)
         self._progress = progress or (lambda phase, done, total: None)
 
     def run(self, as_of_us: int) -> CompactionResult:
@@ -186,7 +191,7 @@ class Compactor:
             id=snapshot,
             table=self._table,
             as_of_us=as_of_us,
-            built_at_us=int(self._clock() * 1_000_000),
+            built_at_us=self._now.now_us(),
             listing_watermark_us=watermark_us,
             base=base.id if base else None,
             shard_digits=plan.shard_digits,
@@ -220,6 +225,7 @@ class Compactor:
             data_layout=DATA_LAYOUT,
             policy_reason=decision.reason,
             change_source=plan.source.kind,
+            clock=self._now.reading,
         )
         # DynamoDB-style export manifests beside the export files, before the commit.
         manifest = exportmanifests.add_export_manifests(
@@ -241,7 +247,7 @@ class Compactor:
         the journal does not hold it completely, makes the plan list instead; the
         watermark). Every listing (the journal window's, while planning; the item
         versions') starts after the watermark: what was written before is in reach."""
-        watermark_us = int(self._clock() * 1_000_000)
+        watermark_us = self._now.now_us()  # S3's: LastModified is S3's (compaction.clock)
         plan = self._plan(as_of_us, listing=self._config.listing)
         if not self._config.verify_journal:
             return plan, None, watermark_us

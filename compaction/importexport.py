@@ -35,6 +35,7 @@ from compaction.awsexport import (
     read_files,
     same_table,
 )
+from compaction.clock import BucketClock
 from compaction.columns import choose_columns, merge_stats
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
 from compaction.exportmanifests import add_export_manifests
@@ -162,9 +163,11 @@ class ExportImporter:
         s3_factory: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.time,
         progress: Progress | None = None,
+        bucket_clock: BucketClock | None = None,
     ) -> None:
         """`source` is s3://BUCKET/PREFIX/ of the exports; a distributed `executor` needs
-        `s3_factory` (a picklable callable building an S3 client on a worker)."""
+        `s3_factory` (a picklable callable building an S3 client on a worker).
+        `bucket_clock`: S3's clock (default: the backup bucket's, `clock` as the host's)."""
         if not source.startswith("s3://"):
             raise UserInputError(f"--from {source!r}: expected s3://BUCKET/PREFIX/")
         self._source_bucket, _, self._source_prefix = source[len("s3://") :].partition("/")
@@ -182,6 +185,7 @@ class ExportImporter:
             raise ValueError("a distributed executor needs an s3_factory for its workers")
         self._s3_factory = s3_factory or (lambda: s3)
         self._clock = clock
+        self._now = bucket_clock or BucketClock(s3, bucket, host=clock)
         self._progress = progress or (lambda phase, done, total: None)
 
     # ---- planning ----------------------------------------------------------------------
@@ -355,7 +359,7 @@ class ExportImporter:
                 "snapshot": snapshot,
                 "changes": changes,
                 "source": summary.summary_uri,
-                "imported_at": format_time_us(int(self._clock() * 1_000_000)),
+                "imported_at": format_time_us(self._now.now_us()),
             },
         )
 
@@ -451,7 +455,7 @@ class ExportImporter:
             # Stream event times are whole seconds: a stream change in the export's own
             # second (before or after it) orders after the export's items (sequence 0).
             event_time_us=as_of - as_of % 1_000_000,
-            written_at_us=int(self._clock() * 1_000_000),
+            written_at_us=self._now.now_us(),
             file_keys=tuple(f.key for f in files),
             local_dir=local_dir,
         )
@@ -483,7 +487,7 @@ class ExportImporter:
         )
         run_id = uuid.uuid4().hex[:12]
         run_root = catalog.run_prefix(self._prefix, self._table, snapshot, run_id)
-        started_us = int(self._clock() * 1_000_000)
+        started_us = self._now.now_us()  # the listing watermark: S3's clock
         with tempfile.TemporaryDirectory(prefix="ddb-backup-import-") as tmp:
             local = None if self._executor.distributed else tmp
             task = self._items_task(summary, files, schema, run_root, local, digits)
@@ -510,7 +514,7 @@ class ExportImporter:
             id=snapshot,
             table=self._table,
             as_of_us=as_of,
-            built_at_us=int(self._clock() * 1_000_000),
+            built_at_us=self._now.now_us(),
             listing_watermark_us=started_us,
             base=None,
             shard_digits=digits,
@@ -533,6 +537,7 @@ class ExportImporter:
             ),
             origin=ORIGIN,
             data_layout=DATA_LAYOUT,
+            clock=self._now.reading,
         )
         manifest = add_export_manifests(
             self._s3, self._bucket, self._prefix, manifest, table_arn=summary.table_arn

@@ -8,6 +8,7 @@ from typing import Any
 
 from backup_lambda.errors import CorruptVersionError
 from backup_lambda.layout import LAYOUT_VERSION, format_time_us
+from compaction.clock import ClockReading
 
 MANIFEST_FORMAT = "ddb-backup-snapshot"
 # 2: files pin their S3 version id (and MD5); kind/parent/depth (delta chains); column
@@ -61,16 +62,6 @@ class ColumnStats:
     max_integer_digits: int = 0
     max_scale: int = 0
     count: int = 0
-
-
-@dataclass(frozen=True)
-class ClockReading:
-    """The clocks a run read: S3's (the response Date of a request to the bucket, 1 s
-    resolution) and the host's, at the same moment; `source` says which one the run used."""
-
-    s3_us: int | None
-    host_us: int
-    source: str = "s3"  # "s3" | "host" (S3 sent no usable Date)
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 from backup_lambda.errors import UserInputError
 from backup_lambda.layout import format_time_us
+from compaction.clock import BucketClock
 from compaction.compactor import CompactionConfig, Compactor
 from compaction.policy import DEFAULT_MAX_CHAIN, DEFAULT_MAX_CHANGED_SHARE, SnapshotPolicy
 from jobs.cli import config
@@ -21,7 +21,7 @@ from jobs.cli.args import (
 )
 from jobs.cli.clients import ClientFactory, make_client, settings_from
 from jobs.cli.options import add_setting
-from jobs.cli.output import emit_json
+from jobs.cli.output import emit_json, note
 from jobs.cli.progress import progress_for
 
 DEFAULT_SETTLE_SECONDS: int = config.SETTLE.default
@@ -41,7 +41,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "is a full snapshot.",
     )
     parser.add_argument(
-        "--as-of", help=f"snapshot time (default: now minus --settle, {DEFAULT_SETTLE_SECONDS} s)"
+        "--as-of",
+        help=f"snapshot time, not later than S3's now (default: S3's now minus --settle, "
+        f"{DEFAULT_SETTLE_SECONDS} s)",
     )
     base = parser.add_mutually_exclusive_group()
     base.add_argument(
@@ -118,15 +120,24 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    now_us = int(time.time() * 1_000_000)
-    as_of = parse_time(args.as_of) if args.as_of else now_us - args.settle * 1_000_000
-    if as_of > now_us:
-        raise UserInputError(f"--as-of {format_time_us(as_of)} is in the future")
+    as_of = parse_time(args.as_of) if args.as_of else None
     settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers * 2)
+    s3 = make_client("s3", settings)
+    clock = BucketClock(s3, args.bucket)
+    now_us = clock.now_us()  # S3's now, not the host's alone (compaction.clock)
+    if (warning := clock.reading.warning()) is not None:
+        note(args, warning)
+    if as_of is None:
+        as_of = now_us - args.settle * 1_000_000
+    elif as_of > now_us:
+        raise UserInputError(
+            f"--as-of {format_time_us(as_of)} is later than S3's clock "
+            f"({format_time_us(now_us)}): changes up to it may still be written"
+        )
     progress = progress_for(args)
     executor = executor_from(args)
     compactor = Compactor(
-        make_client("s3", settings),
+        s3,
         args.bucket,
         args.table,
         prefix=args.prefix,
@@ -151,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         executor=executor,
         s3_factory=ClientFactory("s3", settings),
         autoscaling=make_client("application-autoscaling", settings),
+        bucket_clock=clock,
     )
     try:
         result = compactor.run(as_of)

@@ -8,6 +8,7 @@ from typing import Any
 
 from backup_lambda.errors import UserInputError
 from backup_lambda.layout import format_time_us
+from compaction.clock import BucketClock
 from compaction.executor import ThreadUnitExecutor
 from compaction.importexport import ExportImporter, ImportOptions, ImportReport
 from compaction.manifest import KeyAttribute
@@ -96,10 +97,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     key_schema = parse_key_schema(args.key_schema) if args.key_schema else None
     settings = settings_from(args, max_pool_connections=args.workers * (args.writers + 2) + 8)
+    s3 = make_client("s3", settings)
+    clock = BucketClock(s3, args.bucket)
+    if (warning := clock.reading.warning()) is not None:
+        note(args, warning)
     progress = progress_for(args)
     executor = executor_from(args)
     importer = ExportImporter(
-        make_client("s3", settings),
+        s3,
         args.bucket,
         args.table,
         args.source,
@@ -116,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         executor=executor or ThreadUnitExecutor(args.workers),
         s3_factory=ClientFactory("s3", settings),
         progress=progress,
+        bucket_clock=clock,
     )
     try:
         report = importer.run()

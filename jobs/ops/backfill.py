@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backup_lambda.errors import BackupError, NotFoundError, StorageError
 from backup_lambda.layout import Change, format_time_us, table_root
 from backup_lambda.writer import ChangeWriter
+from compaction.clock import BucketClock
 from compaction.keyschema import describe_key_schema
 from compaction.settingsstore import upload_settings
 from compaction.state import DEFAULT_CLOCK_SKEW_US
@@ -31,7 +32,7 @@ from compaction.tablesettings import BackgroundCapture, capture_settings
 from compaction.versions import put_json
 from jobs.cli.args import positive_int
 from jobs.cli.clients import make_client, settings_from
-from jobs.cli.output import emit_json
+from jobs.cli.output import emit_json, note
 from jobs.cli.progress import progress_for
 from jobs.restore.ddbitems import from_client_item
 
@@ -84,9 +85,13 @@ class Backfiller:
         clock: Callable[[], float] = time.time,
         progress: Callable[[str, int, int], None] | None = None,
         autoscaling: Any | None = None,
+        bucket_clock: BucketClock | None = None,
     ) -> None:
         """The table's settings are recorded beside the backfill's record (`autoscaling`,
-        an Application Auto Scaling client, adds its scaling targets and policies)."""
+        an Application Auto Scaling client, adds its scaling targets and policies). The
+        scan's start is S3's now (`bucket_clock`; default: this bucket's, with `clock` as
+        the host's), never the host's alone: a fast host would stamp the backfill after
+        stream changes the scan missed."""
         self._s3 = s3
         self._autoscaling = autoscaling
         self._dynamodb = dynamodb
@@ -96,6 +101,7 @@ class Backfiller:
         self._segments = segments
         self._writer = ChangeWriter(s3, bucket, prefix, max_workers=writers)
         self._clock = clock
+        self._now = bucket_clock or BucketClock(s3, bucket, host=clock)
         self._progress = progress or (lambda phase, done, total: None)
         self._done = 0
         self._lock = threading.Lock()
@@ -111,7 +117,7 @@ class Backfiller:
         if not schema:
             raise NotFoundError(f"cannot describe source table {self._table!r}")
         key_names = [k.name for k in schema]
-        start_us = int(self._clock() * 1_000_000)  # before the scan reads anything
+        start_us = self._now.now_us()  # before the scan reads anything
         report = BackfillReport(uuid.uuid4().hex[:12], backfill_event_time_us(start_us))
         dynamodb, autoscaling, table = self._dynamodb, self._autoscaling, self._table
         capture = BackgroundCapture(
@@ -185,6 +191,7 @@ class Backfiller:
             "items": report.items,
             "failed": report.failed,
             "settings": asdict(settings),  # pinned like a snapshot file
+            "clock": asdict(self._now.reading),  # S3's Date and the host's clock at the start
         }
         put_json(self._s3, self._bucket, key, body)
 
@@ -205,9 +212,13 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, max_pool_connections=args.writers + args.segments + 4)
+    s3 = make_client("s3", settings)
+    clock = BucketClock(s3, args.bucket)
+    if (warning := clock.reading.warning()) is not None:
+        note(args, warning)
     progress = progress_for(args)
     report = Backfiller(
-        make_client("s3", settings),
+        s3,
         make_client("dynamodb", settings),
         args.bucket,
         args.table,
@@ -216,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
         writers=args.writers,
         progress=progress,
         autoscaling=make_client("application-autoscaling", settings),
+        bucket_clock=clock,
     ).run()
     progress.close()
     if args.json:

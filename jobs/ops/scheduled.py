@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -14,11 +13,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from backup_lambda.errors import BackupError, ConfigError, IntegrityError
 from backup_lambda.layout import normalize_prefix
+from compaction.clock import BucketClock
 from jobs.cli import config as cli_config
 from jobs.cli.args import non_negative_int, positive_int
 from jobs.cli.clients import AwsSettings, make_client, settings_from
 from jobs.cli.options import add_setting
-from jobs.cli.output import emit_json, print_table
+from jobs.cli.output import emit_json, print_table, warn
 from jobs.ops.drill import Drill
 from jobs.ops.schedule_table import (
     Metric,
@@ -52,7 +52,14 @@ def compact_tables(
     """Every configured table, one after the other: (their outcomes, the error that fails
     the run when any table failed). `machine`: log JSON and EMF metrics on stdout (the
     Lambda, `--json`); else nothing but the outcomes."""
-    now = time.time() if now is None else now
+    if now is None:  # S3's now, not the host's alone (compaction.clock)
+        clock = BucketClock(s3, config.bucket)
+        now = clock.now_us() / 1_000_000
+        skewed = clock.reading.warning()
+        if skewed is not None and machine:
+            logger.warning(skewed)
+        elif skewed is not None:
+            warn(skewed)
     metric: Metric = emit if machine else no_metrics
     results = []
     failures: dict[str, BackupError] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,12 @@ from typing import Any
 import boto3
 import botocore.loaders
 import botocore.session
+import moto.core.responses
 import moto.s3.models
 import pytest
 from moto import mock_aws
 
+import compaction.clock
 from tests.compaction.helpers import BUCKET, ITEMS, ONLY, SEC, SimClock, Store
 
 _LOADERS: dict[str | None, botocore.loaders.Loader] = {}
@@ -60,13 +63,16 @@ def moto_aws(fake_aws_env: None) -> Iterator[None]:
 
 @pytest.fixture
 def sim_clock(monkeypatch: pytest.MonkeyPatch) -> SimClock:
-    """S3's clock (moto's LastModified) and the compactor's, a day in the real past.
+    """S3's clock (moto's LastModified and response Date) and the host's, as the compactor
+    and the CLI read them (compaction.clock), a day in the real past.
 
-    The real past, so that the CLI's "as-of in the future" check passes for simulated times.
+    The real past, so that checks against the real clock ("as-of in the future") pass.
     """
     start = (int(time.time()) - 86_400) * SEC
     clock = SimClock(start)
     monkeypatch.setattr(moto.s3.models, "utcnow", clock.utcnow)
+    monkeypatch.setattr(moto.core.responses, "utcnow", clock.utcnow)
+    monkeypatch.setattr(compaction.clock, "time", types.SimpleNamespace(time=clock.time))
     return clock
 
 

@@ -8,7 +8,6 @@ with explicit event times; snapshots are read back from the files their manifest
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import decimal
 import json
 import threading
@@ -697,6 +696,7 @@ def test_concurrent_cli_compactions_the_loser_exits_4(
     for i in range(4):
         store.put(key(i), {"n": {"N": str(i)}}, event_s=i)
     _meet_before_commit(monkeypatch, 2)
+    sim_clock.set(20)  # S3's now: after the as-of
     args = ["compact", "--bucket", BUCKET, "--table", TABLE, "--as-of", iso(sim_clock, 10)]
     codes: list[int] = []
     threads = [
@@ -915,6 +915,7 @@ def test_cli_compact_and_snapshots(
 ) -> None:
     for i in range(6):
         store.put(key(i), {"n": {"N": str(i)}}, event_s=i)
+    sim_clock.set(10)  # S3's now: at the as-of
     code, out, err = cli(
         "compact", "--bucket", BUCKET, "--table", TABLE, "--as-of", iso(sim_clock, 10), "--json"
     )
@@ -931,6 +932,7 @@ def test_cli_compact_and_snapshots(
     assert isinstance(summary["seconds"], int | float)
 
     store.put(key(0), None, event_s=30)
+    sim_clock.set(40)
     epoch = str(sim_clock.at(40) // SEC)  # epoch seconds work too
     code, out, _ = cli("compact", "--bucket", BUCKET, "--table", TABLE, "--as-of", epoch)
     assert code == 0
@@ -938,6 +940,7 @@ def test_cli_compact_and_snapshots(
     assert f"full, built from {manifest.id}" in out
     assert "over --max-delta-share 0.1" in out
     store.put(key(1), None, event_s=50)
+    sim_clock.set(60)
     code, out, _ = cli(
         "compact", "--bucket", BUCKET, "--table", TABLE, "--as-of", iso(sim_clock, 60), "--delta"
     )
@@ -976,14 +979,15 @@ def _one_error_line(err: str) -> str:
 
 def test_cli_errors(s3_client: Any, store: Store, sim_clock: SimClock, cli: Cli) -> None:
     store.put(key(0), {"n": {"N": "0"}}, event_s=0)
-    future = format_time_us(int((dt.datetime.now(dt.UTC).timestamp() + 3600) * SEC))
+    future = format_time_us(sim_clock.at(3600))  # S3's clock is the simulated one
     code, _, err = cli("compact", "--bucket", BUCKET, "--table", TABLE, "--as-of", future)
     assert code == 2
-    assert "future" in _one_error_line(err)
+    assert "later than S3's clock" in _one_error_line(err)
     code, _, err = cli("compact", "--bucket", BUCKET, "--table", TABLE, "--as-of", "yesterday")
     assert code == 2
     _one_error_line(err)
 
+    sim_clock.set(5)
     code, _, err = cli(
         "compact", "--bucket", BUCKET, "--table", "unknown", "--as-of", iso(sim_clock, 5)
     )

@@ -149,6 +149,7 @@ def test_listing_is_forced_with_the_flag(
     s3_client: Any, store: Store, sim_clock: SimClock, cli: Cli
 ) -> None:
     fill(store, 4, 0, "v1")
+    sim_clock.set(10)  # S3's now: at the as-of
     code, out, err = cli(
         "compact",
         "--bucket",
@@ -164,6 +165,7 @@ def test_listing_is_forced_with_the_flag(
     summary = json.loads(out.splitlines()[-1])
     assert (summary["change_source"], summary["versions_listed"]) == ("listing", 4)
     store.put(key(0), {"tag": {"S": "v2"}}, event_s=20, name="MODIFY")
+    sim_clock.set(30)
     code, out, err = cli(
         "compact", "--bucket", BUCKET, "--table", TABLE, "--as-of", format_time_us(sim_clock.at(30))
     )
@@ -172,6 +174,7 @@ def test_listing_is_forced_with_the_flag(
     # After a base built by listing, the window reaches back the write lead (15 min).
     assert "5 changes from 5 journal objects" in out
     store.put(key(1), {"tag": {"S": "v2"}}, event_s=40, name="MODIFY")
+    sim_clock.set(50)
     code, out, err = cli(
         "compact", "--bucket", BUCKET, "--table", TABLE, "--as-of", format_time_us(sim_clock.at(50))
     )
@@ -352,6 +355,7 @@ def test_verify_journal_without_a_journal_says_it_checked_nothing(
     s3_client: Any, store: Store, sim_clock: SimClock, cli: Cli
 ) -> None:
     fill(store, 2, 0, "v1")
+    sim_clock.set(10)
     code, out, err = cli(
         "compact",
         "--bucket",

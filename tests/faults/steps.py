@@ -60,6 +60,9 @@ class Step:
 
 ITEMS = "/v1/items/"
 
+# S3's clock and the bucket's versioning: one GetBucketVersioning per run (compaction.clock)
+BUCKET_CHECK = Step("bucket check", "s3", "GetBucketVersioning")
+
 # Reading the state as of a time (compact, restore): the base snapshot and the object
 # versions after it
 STATE_READS = (
@@ -84,6 +87,7 @@ COMPACT = (
     Step("parquet put", "s3", "PutObject", url_has("/parquet/"), writes=True),
     Step("manifest commit", "s3", "PutObject", url_has("/manifest.json"), writes=True),
     Step("commit race check", "s3", "ListObjectVersions", url_has("manifest.json")),
+    BUCKET_CHECK,
 )
 
 # restore into a missing table (--create-table --verify): a bulk load
@@ -145,6 +149,7 @@ IMPORT = (
         url_has("/imports/", without=("/files/",)),
         writes=True,
     ),
+    BUCKET_CHECK,
 )
 
 # query: the newest snapshot as it is (its files downloaded at their pinned versions), or
@@ -164,6 +169,7 @@ BACKFILL = (
     JOURNAL_PUT,
     ITEM_PUT,
     Step("record put", "s3", "PutObject", url_has("/backfills/"), writes=True),
+    BUCKET_CHECK,
 )
 
 

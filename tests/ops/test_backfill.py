@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import moto.core.responses
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -28,6 +29,7 @@ from tests.ops.helpers import (
     create_table,
     item,
     key,
+    naive_utc,
     now_us,
     snapshot_rows,
     table_items,
@@ -202,6 +204,7 @@ def test_backfill_racing_stream_changes(
     bucket: str,
     lambda_env: None,
     stream_clock: SetClock,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     table = Table(dynamodb, stream_clock, whole_second_ago(3600))
     at = table.at
@@ -228,7 +231,8 @@ def test_backfill_racing_stream_changes(
     table.delete("deleted-before-read", when=101)
     table.put("new-during", 3, when=101)
 
-    # WHEN the backfill runs (its clock reads `start` before the scan)
+    # WHEN the backfill runs (its clock reads `start` before the scan, S3's Date agrees)
+    s3_date(monkeypatch, start)
     report = Backfiller(
         s3, dynamodb, bucket, TABLE, segments=2, writers=4, clock=lambda: start / SEC
     ).run()
@@ -271,12 +275,18 @@ def test_backfill_racing_stream_changes(
     }
 
     # WHEN the backfill runs again later THEN no state changes
+    s3_date(monkeypatch, at(200.25))
     again = Backfiller(
         s3, dynamodb, bucket, TABLE, segments=3, writers=2, clock=lambda: at(200.25) / SEC
     ).run()
     assert again.items == len(current)
     assert again.event_time_us == at(198)
     assert_state_is(s3, dynamodb, bucket, current)
+
+
+def s3_date(monkeypatch: pytest.MonkeyPatch, micros: int) -> None:
+    """The Date of moto's answers (S3's clock, as compaction.clock reads it)."""
+    monkeypatch.setattr(moto.core.responses, "utcnow", lambda: naive_utc(micros))
 
 
 def assert_winners(rows: dict[str, Any], table: Table, stamped: int) -> None:
