@@ -24,7 +24,8 @@ from backup_lambda.layout import normalize_prefix
 from compaction.retention import RetentionPolicy
 from jobs.cli.clients import AwsSettings, make_client
 from jobs.ops.expire import DEFAULT_GRACE_HOURS, Expirer
-from jobs.ops.scheduled import ScheduledRunError, emit
+from jobs.ops.schedule_table import emit
+from jobs.ops.scheduled import ScheduledRunError
 
 logger = Logger(service="ddb-backup-expire")
 
