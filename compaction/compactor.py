@@ -76,7 +76,7 @@ class Compactor:
         prefix: str = "",
         config: CompactionConfig | None = None,
         dynamodb: Any | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         progress: Progress | None = None,
         executor: UnitExecutor | None = None,
         s3_factory: Callable[[], Any] | None = None,
@@ -100,7 +100,7 @@ class Compactor:
         self._s3_factory = s3_factory or (lambda: s3)
         self._dynamodb = dynamodb
         self._autoscaling = autoscaling
-        self._clock = clock
+        self._clock = clock or time.time  # the host's (read when built: tests replace it)
         self._now = bucket_clock or BucketClock(s3, bucket, host=clock)
         self._progress = progress or (lambda phase, done, total: None)
 
