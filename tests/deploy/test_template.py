@@ -19,7 +19,7 @@ import pytest
 from aws_lambda_powertools.metrics import MetricUnit
 from cfnlint.decode import decode
 
-from jobs.ops.scheduled import emit
+from jobs.ops.schedule_table import emit
 from tests.support import records_of
 
 ROOT = Path(__file__).resolve().parents[2]
