@@ -1,5 +1,6 @@
 """Retention, as pure decisions: which snapshots to keep (with every snapshot a kept delta's
-chain needs), and the safe lifecycle rule for the noncurrent versions of item objects."""
+chain needs), the safe lifecycle rule for the noncurrent versions of item objects, and up
+to which write time the change journal may go."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from backup_lambda.journal import KEY_MARGIN_US, WRITE_LEAD_US
+from backup_lambda.layout import format_time_us
 from compaction.fold import LAST_MODIFIED_RESOLUTION_US
 from compaction.manifest import Manifest
 
@@ -100,3 +103,47 @@ def lifecycle_rule(rule_id: str, items_prefix: str, days: int) -> dict[str, obje
         "NoncurrentVersionExpiration": {"NoncurrentDays": days},
         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 7},
     }
+
+
+def journal_from_us(manifest: Manifest) -> int:
+    """Journal objects written after this may hold changes a read built on `manifest`
+    needs. Every such read lists the journal written after the snapshot's listing bound,
+    at most the write lead (an item version is written up to 15 minutes after its journal
+    object) and the clock allowances earlier: all within the write lead plus the key
+    margin (5 minutes) before min(listing watermark, as-of)."""
+    return min(manifest.listing_watermark_us, manifest.as_of_us) - WRITE_LEAD_US - KEY_MARGIN_US
+
+
+@dataclass(frozen=True)
+class JournalBound:
+    """Journal objects written at or before `through_us` may be removed (None: none)."""
+
+    through_us: int | None
+    reason: str
+
+
+def journal_bound(newest: Manifest | None, needed: Sequence[tuple[str, int]]) -> JournalBound:
+    """Up to when the journal is folded into every snapshot a read may still build on.
+
+    `needed`: (snapshot id, journal_from_us) of every such snapshot: the kept ones, and
+    those expired so recently that a run started before may still read from them. The
+    journal goes only where it is folded into a snapshot older than the newest kept one,
+    so a damaged newest snapshot can always be built again from an older one."""
+    if newest is None:
+        return JournalBound(None, "no snapshot is kept yet")
+    if all(snapshot == newest.id for snapshot, _ in needed):
+        return JournalBound(
+            None,
+            f"no snapshot older than the newest, {newest.id}, needs it: the journal is "
+            "removed once folded into an older kept snapshot",
+        )
+    snapshot, from_us = min(needed, key=_at)
+    return JournalBound(
+        from_us - 1,
+        f"written up to {format_time_us(max(0, from_us - 1))}: folded into snapshot "
+        f"{snapshot}, the oldest a read may still build on",
+    )
+
+
+def _at(entry: tuple[str, int]) -> int:
+    return entry[1]

@@ -1,8 +1,10 @@
-"""`ddb-backup expire`: snapshot retention, orphan clean-up, and the safe lifecycle rule."""
+"""`ddb-backup expire`: snapshot retention, orphan clean-up, journal retention
+(jobs/ops/expire_journal.py), and the safe lifecycle rule."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -14,8 +16,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backup_lambda.errors import NotFoundError, UserInputError
 from backup_lambda.layout import format_time_us, items_prefix
 from compaction import catalog
+from compaction.journal import has_journal
+from compaction.manifest import Manifest
 from compaction.retention import (
     RetentionPolicy,
+    journal_bound,
+    journal_from_us,
     keep_chains,
     lifecycle_rule,
     noncurrent_days,
@@ -29,6 +35,13 @@ from jobs.cli.args import positive_int
 from jobs.cli.clients import make_client, settings_from
 from jobs.cli.options import add_setting
 from jobs.cli.output import emit_json
+from jobs.ops.expire_journal import (
+    TOMBSTONE_FIELD,
+    JournalExpiry,
+    plan_expiry,
+    recently_expired,
+    record_removal,
+)
 
 TOMBSTONE = "expired.json"
 DEFAULT_GRACE_HOURS = 24.0
@@ -46,6 +59,7 @@ class ExpireReport:
     freed_bytes: int = 0
     lifecycle: dict[str, Any] | None = None
     lifecycle_applied: bool = False
+    journal: JournalExpiry | None = None  # change journal objects removed (or to remove)
 
 
 class Expirer:
@@ -85,7 +99,7 @@ class Expirer:
             if not self._dry_run:
                 # The manifest goes first: no new reader can pick the snapshot; readers
                 # already in it have the grace period before its files go.
-                self._put_tombstone(manifest.id)
+                self._put_tombstone(manifest)
                 self._delete(objects.get((manifest.id, "manifest"), []))
         # (snapshot, run) of every listed file, parsed below the snapshots folder as
         # _snapshot_objects does: the prefix itself may contain "/run-".
@@ -96,6 +110,7 @@ class Expirer:
             for f in m.files
         }
         self._clean_runs(objects, referenced, {m.id for m in expired}, report)
+        report.journal = self._expire_journal(kept, expired, objects)
         days = noncurrent_days(kept[0] if kept else None, self._now_us, DEFAULT_CLOCK_SKEW_US)
         if days is not None:
             rule_id = f"ddb-backup-{self._table}-items"[:255]
@@ -106,6 +121,43 @@ class Expirer:
                 self._apply_lifecycle(report.lifecycle)
                 report.lifecycle_applied = True
         return report
+
+    def _expire_journal(
+        self,
+        kept: list[Manifest],
+        expired: list[Manifest],
+        objects: dict[tuple[str, str], list[VersionRef]],
+    ) -> JournalExpiry | None:
+        """Remove the journal objects folded into every snapshot a read may still build
+        on (expire_journal.py), after recording that they may be gone. None: the table
+        has no journal."""
+        if not has_journal(self._s3, self._bucket, self._prefix, self._table):
+            return None
+        tombstones = {
+            snapshot: refs
+            for (snapshot, kind), refs in objects.items()
+            if kind == "tombstone" and (snapshot, "manifest") not in objects
+        }
+        recent, unknown = recently_expired(
+            self._s3, self._bucket, tombstones, self._now_us, self._grace_us
+        )
+        needed = [(m.id, journal_from_us(m)) for m in [*kept, *expired]] + recent
+        bound = journal_bound(kept[-1] if kept else None, needed)
+        if unknown:
+            bound = dataclasses.replace(
+                bound,
+                through_us=None,
+                reason=f"snapshot {unknown[0]} was expired less than the grace period ago "
+                "by an earlier ddb-backup (its tombstone records no journal bound): the "
+                "journal is removed once the grace period has passed",
+            )
+        expiry = plan_expiry(self._s3, self._bucket, self._prefix, self._table, bound)
+        if expiry.refs and bound.through_us is not None and not self._dry_run:
+            record_removal(
+                self._s3, self._bucket, self._prefix, self._table, bound.through_us, self._now_us
+            )
+            self._delete(expiry.refs)
+        return expiry
 
     def _snapshot_objects(self) -> dict[tuple[str, str], list[VersionRef]]:
         """Every object version under snapshots/, keyed by (snapshot id, run id | 'manifest'
@@ -168,9 +220,15 @@ class Expirer:
             if not remaining and not self._dry_run:
                 self._delete(refs)
 
-    def _put_tombstone(self, snapshot: str) -> None:
-        key = f"{catalog.snapshots_prefix(self._prefix, self._table)}{snapshot}/{TOMBSTONE}"
-        put_json(self._s3, self._bucket, key, {"expired_at": format_time_us(self._now_us)})
+    def _put_tombstone(self, manifest: Manifest) -> None:
+        key = f"{catalog.snapshots_prefix(self._prefix, self._table)}{manifest.id}/{TOMBSTONE}"
+        document = {
+            "expired_at": format_time_us(self._now_us),
+            # Reads that started on it may still need the journal after this (for the
+            # grace period): journal retention keeps it until then.
+            TOMBSTONE_FIELD: journal_from_us(manifest),
+        }
+        put_json(self._s3, self._bucket, key, document)
 
     def _delete(self, refs: list[VersionRef]) -> None:
         """Delete exact versions (no delete markers left behind), 1,000 per request."""
@@ -218,7 +276,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         description="Keeps the newest --keep-last snapshots and any within --keep-days, "
         "and every snapshot a kept delta's chain needs (saying which); "
         "removes the others (manifest first, files after --grace-hours), removes files of "
-        "crashed or losing runs after the grace period, and prints the S3 lifecycle rule "
+        "crashed or losing runs after the grace period, removes change journal objects "
+        "folded into every snapshot a read may still build on (docs/OPERATIONS.md), and "
+        "prints the S3 lifecycle rule "
         "for noncurrent item versions that keeps every kept point in time reachable.",
     )
     add_setting(
@@ -278,6 +338,7 @@ def run(args: argparse.Namespace) -> int:
         "freed_bytes": report.freed_bytes,
         "lifecycle_rule": report.lifecycle,
         "lifecycle_applied": report.lifecycle_applied,
+        "journal": report.journal.to_json() if report.journal else None,
     }
     if args.json:
         emit_json(payload)
@@ -292,8 +353,22 @@ def run(args: argparse.Namespace) -> int:
         f"{len(report.deleted_runs)} unreferenced runs; {len(report.waiting_runs)} wait "
         "for the grace period"
     )
+    if report.journal is not None:
+        print_journal(report.journal, would)
     if report.lifecycle is not None:
         state = "applied" if report.lifecycle_applied else "to apply (or pass --apply-lifecycle)"
         print(f"lifecycle rule for noncurrent item versions, {state}:")
         print(json.dumps(report.lifecycle, indent=1))
     return 0
+
+
+def print_journal(journal: JournalExpiry, would: str) -> None:
+    if journal.bound.through_us is None:
+        print(f"change journal kept: {journal.bound.reason}")
+        return
+    print(
+        f"{would}delete {journal.objects} change journal objects ({journal.bytes} bytes) "
+        f"{journal.bound.reason}"
+    )
+    for partition, (objects, size) in journal.partitions.items():
+        print(f"  journal/{partition}/: {objects} objects, {size} bytes")

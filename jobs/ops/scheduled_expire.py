@@ -95,6 +95,7 @@ def expire_table(s3: Any, config: ExpireConfig, table: str, now_us: int) -> dict
         "deleted_objects": report.deleted_objects,
         "freed_bytes": report.freed_bytes,
         "waiting_runs": len(report.waiting_runs),
+        "journal": report.journal.to_json() if report.journal else None,
     }
     if report.lifecycle is not None:
         days = report.lifecycle["NoncurrentVersionExpiration"]["NoncurrentDays"]

@@ -389,7 +389,8 @@ def check_scheduled_expire(template: Template) -> list[str]:
 
 
 def check_deletes_only_snapshots(template: Template) -> list[str]:
-    """Only the expire role deletes, and only under <prefix>/<table>/v1/snapshots/."""
+    """Only the expire role deletes, and only under <prefix>/<table>/v1/snapshots/ and
+    v1/journal/ (journal objects every needed snapshot holds)."""
     problems = []
     for role in resources_of(template, "AWS::IAM::Role"):
         for statement in role_statements(template, role):
@@ -399,8 +400,11 @@ def check_deletes_only_snapshots(template: Template) -> list[str]:
             if role != "ExpireRole":
                 problems.append(f"{role}: no s3:Delete*, only ExpireRole removes objects")
             for resource in as_list(statement.get("Resource")):
-                if "/v1/snapshots/*" not in resource_text(resource):
-                    problems.append(f"{role}: deletes only under v1/snapshots/, got {resource}")
+                text = resource_text(resource)
+                if "/v1/snapshots/*" not in text and "/v1/journal/*" not in text:
+                    problems.append(
+                        f"{role}: deletes only under v1/snapshots/ and v1/journal/, got {resource}"
+                    )
     return problems
 
 
