@@ -84,21 +84,23 @@ class ScheduleState:
         return cls(snapshot, runs)
 
 
-def read_state(s3: Any, bucket: str, prefix: str, table: str) -> tuple[ScheduleState | None, str]:
-    """(the state, or None; what was found, said in the run's outcome when not usable)."""
+def read_state(
+    s3: Any, bucket: str, prefix: str, table: str
+) -> tuple[ScheduleState | None, str | None]:
+    """(the state, or None; why it could not be used when it exists but is unreadable)."""
     key = state_key(prefix, table)
     try:
         body = get_bytes(s3, bucket, key)
     except ClientError as e:
         if e.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-            return None, "no scheduled state yet"
+            return None, None
         raise translate(e, bucket, key) from e
     except BotoCoreError as e:
         raise translate(e, bucket, key) from e
     try:
-        return ScheduleState.from_json(body), "scheduled state read"
+        return ScheduleState.from_json(body), None
     except (ValueError, KeyError, TypeError) as e:
-        return None, f"s3://{bucket}/{key} unreadable ({e}); rebuilt from the snapshots"
+        return None, f"s3://{bucket}/{key} was unreadable ({e}); rebuilt from the snapshots"
 
 
 def write_state(s3: Any, bucket: str, prefix: str, table: str, state: ScheduleState) -> None:

@@ -98,7 +98,7 @@ def compact_table(
     """Compact `table` as of now minus the settle window, unless nothing was written since
     its newest snapshot or that snapshot is not older than the as-of (docs/OPERATIONS.md)."""
     as_of = int((now - config.settle_seconds) * 1_000_000)
-    state, _ = read_state(s3, config.bucket, config.prefix, table)
+    state, unreadable = read_state(s3, config.bucket, config.prefix, table)
     state = state or ScheduleState()
     bound = state.snapshot
     listed = bound is None  # the bound came from the snapshots, not from the state
@@ -121,8 +121,12 @@ def compact_table(
     if skip is not None and bound is not None:
         lag = round(now - bound.as_of_us / 1e6, 1)
         metric(table, "SnapshotLagSeconds", MetricUnit.Seconds, lag)
-        return skip
-    return _compact(s3, dynamodb, config, table, now, as_of, state, check, autoscaling, metric)
+        outcome = skip
+    else:
+        outcome = _compact(
+            s3, dynamodb, config, table, now, as_of, state, check, autoscaling, metric
+        )
+    return outcome if unreadable is None else {**outcome, "note": unreadable}
 
 
 def _newest(s3: Any, config: ScheduleConfig, table: str) -> SnapshotBound | None:

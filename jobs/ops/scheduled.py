@@ -231,6 +231,11 @@ def print_summary(results: list[dict[str, Any]]) -> None:
 
 
 def describe(outcome: dict[str, Any]) -> str:
+    note = f"; {outcome['note']}" if "note" in outcome else ""
+    return _describe(outcome) + note
+
+
+def _describe(outcome: dict[str, Any]) -> str:
     status = outcome["status"]
     if status == "failed":
         return str(outcome["error"])

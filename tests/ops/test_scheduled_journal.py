@@ -33,8 +33,7 @@ from tests.ops.helpers import (
     whole_second_ago,
 )
 
-# An API call may add one request of its own (S3's clock): the budget of a run with
-# nothing new is 3 requests.
+# A run with nothing new: S3's clock (GetBucketVersioning), the scheduled state, one LIST.
 NOTHING_NEW_BUDGET = 3
 
 
@@ -92,10 +91,11 @@ def test_nothing_new_costs_at_most_three_requests(
     (first,) = run_compactions(s3, dynamodb, config(), now=time.time())
     assert (first["status"], first["change_source"]) == ("compacted", JOURNAL)
     seen = requests_of(s3)
-    (again,) = run_compactions(s3, dynamodb, config(), now=time.time() + 60)
+    (again,) = run_compactions(s3, dynamodb, config())  # now: S3's clock, one request
     assert (again["status"], again["snapshot"]) == ("unchanged", first["snapshot"])
     assert again["checked_by"] == JOURNAL
     assert len(seen) <= NOTHING_NEW_BUDGET, seen
+    assert [op for op, _ in seen].count("GetBucketVersioning") == 1
     assert ("GetObject", state_key("", TABLE)) in seen
     (journal_list,) = [where for op, where in seen if op == "ListObjectsV2"]
     assert journal_list == f"{TABLE}/v1/journal/"
@@ -167,6 +167,8 @@ def test_an_unreadable_state_is_rebuilt_from_the_snapshots(
     assert read_state(s3, BUCKET, "", TABLE)[0] is None
     (again,) = run_compactions(s3, dynamodb, config(), now=time.time() + 60)
     assert (again["status"], again["snapshot"]) == ("unchanged", first["snapshot"])
+    assert again["note"].startswith(f"s3://{BUCKET}/{state_key('', TABLE)} was unreadable (")
+    assert again["note"].endswith("); rebuilt from the snapshots")
     state, _ = read_state(s3, BUCKET, "", TABLE)
     assert state is not None
     assert state.snapshot is not None
