@@ -75,8 +75,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    start = parse_time(args.source)
-    end = parse_time(args.to) if args.to else int(time.time() * 1_000_000)
+    start = parse_time(args.source, "--from")
+    end = parse_time(args.to, "--to") if args.to else int(time.time() * 1_000_000)
     if end <= start:
         raise UserInputError(
             f"--to {format_time_us(end)} is not after --from {format_time_us(start)}"

@@ -120,7 +120,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    as_of = parse_time(args.as_of) if args.as_of else None
+    as_of = parse_time(args.as_of, "--as-of") if args.as_of else None
     settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers * 2)
     s3 = make_client("s3", settings)
     clock = BucketClock(s3, args.bucket)

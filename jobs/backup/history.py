@@ -70,12 +70,12 @@ def run(args: argparse.Namespace) -> int:
     window = args.source is not None or args.to is not None
     if window and args.as_of:
         raise UserInputError("--as-of lists object versions; with --from, bound the window by --to")
-    as_of = parse_time(args.as_of) if args.as_of else None
+    as_of = parse_time(args.as_of, "--as-of") if args.as_of else None
     s3 = make_client("s3", settings_from(args))
     extra: dict[str, Any] = {}
     if window:
-        start = parse_time(args.source) if args.source else 0
-        end = parse_time(args.to) if args.to else int(time.time() * 1_000_000)
+        start = parse_time(args.source, "--from") if args.source else 0
+        end = parse_time(args.to, "--to") if args.to else int(time.time() * 1_000_000)
         if end <= start:
             raise UserInputError(
                 f"--to {format_time_us(end)} is not after --from {format_time_us(start)}"

@@ -50,18 +50,18 @@ def _at(args: argparse.Namespace, s3: Any, at_us: int) -> TableSettings:
 
 def run(args: argparse.Namespace) -> int:
     now_us = int(time.time() * 1_000_000)
-    first = parse_time(args.as_of) if args.as_of else now_us
+    first = parse_time(args.as_of, "--as-of") if args.as_of else now_us
+    second = parse_time(args.diff, "--diff") if args.diff is not None else None
     if first > now_us:
         raise UserInputError(f"--as-of {format_time_us(first)} is in the future")
     s3 = make_client("s3", settings_from(args))
-    if args.diff is None:
+    if second is None:
         settings = _at(args, s3, first)
         if args.json:
             emit_json(json.loads(settings.to_json()))
         else:
             _print(settings, first)
         return 0
-    second = parse_time(args.diff)
     older_us, newer_us = sorted((first, second))
     older, newer = _at(args, s3, older_us), _at(args, s3, newer_us)
     differences = diff_settings(older, newer)

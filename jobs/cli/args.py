@@ -11,29 +11,61 @@ from typing import Any
 
 from backup_lambda.ddbjson import ALL_TAGS, Item, canonical_key_value
 from backup_lambda.errors import InvalidValueError, UserInputError
+from backup_lambda.layout import format_time_us
 from compaction.executor import DaskUnitExecutor
 from jobs.cli import config
 from jobs.cli.options import add_setting
 
 _EPOCH = re.compile(r"^\d+(\.\d{1,6})?$")
+_UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# The times Python's datetime can show (years 1 to 9999), with a day's margin for offsets.
+MIN_TIME_US = -62_135_510_400_000_000  # 0001-01-02T00:00:00Z
+MAX_TIME_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+# Epoch seconds with 12 digits or more (year 5138 and later) are refused as seconds: such
+# a number is a time in a finer unit (the usual slip: JavaScript's Date.now() milliseconds).
+_FINER_UNITS = (
+    (10**17, "nanoseconds", 10**9),
+    (10**14, "microseconds", 10**6),
+    (10**11, "milliseconds", 10**3),
+)
+_FORMATS = "use ISO-8601 with an offset or Z (2026-11-28T14:00:00Z) or epoch seconds"
 
 
-def parse_time(text: str) -> int:
-    """ISO-8601 with an offset or 'Z', or epoch seconds -> epoch microseconds."""
+def parse_time(text: str, flag: str = "") -> int:
+    """ISO-8601 with an offset or 'Z', or epoch seconds -> epoch microseconds. Epoch
+    milliseconds (micro-, nanoseconds) are refused, saying so; a time outside years 1 to
+    9999 is refused. `flag` names the option in the message."""
+    where = f"{flag} " if flag else ""
     value = text.strip()
     if _EPOCH.match(value):
-        return int(decimal.Decimal(value) * 1_000_000)
+        number = decimal.Decimal(value)
+        for bound, unit, per_second in _FINER_UNITS:
+            if number >= bound:
+                raise UserInputError(_finer_unit(where, text, number, unit, per_second))
+        return int(number * 1_000_000)
     try:
         moment = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise UserInputError(
-            f"bad time {text!r}: use ISO-8601 with an offset or Z "
-            "(2026-11-28T14:00:00Z) or epoch seconds"
-        ) from None
+        raise UserInputError(f"{where}bad time {text!r}: {_FORMATS}") from None
     if moment.tzinfo is None:
-        raise UserInputError(f"bad time {text!r}: add an offset or Z, e.g. {value}Z")
-    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        raise UserInputError(f"{where}bad time {text!r}: add an offset or Z, e.g. {value}Z")
+    delta = moment - _UNIX_EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if not MIN_TIME_US <= micros <= MAX_TIME_US:
+        raise UserInputError(f"{where}bad time {text!r}: out of range (years 1 to 9999)")
+    return micros
+
+
+def _finer_unit(where: str, text: str, number: decimal.Decimal, unit: str, per_second: int) -> str:
+    seconds = (number / per_second).quantize(decimal.Decimal("0.000001"), decimal.ROUND_FLOOR)
+    micros = int(seconds * 1_000_000)
+    if micros > MAX_TIME_US:
+        return f"{where}bad time {text!r}: out of range; {_FORMATS}"
+    shown = format(seconds.normalize(), "f")
+    return (
+        f"{where}bad time {text!r}: looks like epoch {unit} ({format_time_us(micros)}); pass "
+        f"epoch seconds ({shown}) or ISO-8601"
+    )
 
 
 def parse_key(text: str) -> Item:

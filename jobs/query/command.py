@@ -97,7 +97,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     sql = one_read_only_statement(args.sql)
-    as_of = parse_time(args.as_of) if args.as_of else None
+    as_of = parse_time(args.as_of, "--as-of") if args.as_of else None
     settings = settings_from(args)
     session = SqlSession(
         make_client("s3", settings),

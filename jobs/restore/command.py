@@ -168,7 +168,7 @@ def percent(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     now_us = int(time.time() * 1_000_000)
-    as_of = parse_time(args.as_of) if args.as_of else now_us
+    as_of = parse_time(args.as_of, "--as-of") if args.as_of else now_us
     args.to = expand_target(args.to, args.table, as_of, now_us)
     if as_of > now_us:
         raise RefusedError(

@@ -97,3 +97,33 @@ def test_plain_and_dynamodb_json_keys_name_the_same_object() -> None:
 def test_bad_keys_are_user_errors(text: str, message: str) -> None:
     with pytest.raises(UserInputError, match=message):
         parse_key(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "unit", "seconds"),
+    [
+        ("1796404591000", "milliseconds", "1796404591"),
+        ("1796404591123", "milliseconds", "1796404591.123"),
+        ("100000000000", "milliseconds", "100000000"),
+        ("1796404591000123", "microseconds", "1796404591.000123"),
+        ("1796404591000123456", "nanoseconds", "1796404591.000123"),
+    ],
+)
+def test_epoch_in_a_finer_unit_is_refused_naming_it(text: str, unit: str, seconds: str) -> None:
+    with pytest.raises(UserInputError, match=f"looks like epoch {unit}") as refused:
+        parse_time(text, "--as-of")
+    assert f"pass epoch seconds ({seconds})" in str(refused.value)
+    assert str(refused.value).startswith("--as-of bad time")
+
+
+def test_the_largest_epoch_seconds_accepted_have_eleven_digits() -> None:
+    assert parse_time("99999999999") == 99_999_999_999_000_000  # year 5138
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["99999999999999999999999", "9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"],
+)
+def test_out_of_range_times_are_refused(text: str) -> None:
+    with pytest.raises(UserInputError, match="out of range"):
+        parse_time(text)
