@@ -11,7 +11,9 @@ from aws_lambda_powertools import Logger, Metrics
 from botocore.config import Config as BotoConfig
 
 from backup_lambda.config import Config
+from backup_lambda.errors import BackupError
 from backup_lambda.processor import process_event
+from backup_lambda.versioning import require_versioning
 from backup_lambda.writer import ChangeWriter
 
 logger = Logger(service="ddb-backup")
@@ -29,6 +31,16 @@ def _build_writer() -> ChangeWriter:
             max_pool_connections=config.max_workers,
         ),
     )
+    # Once per container: a bucket without versioning fails every invocation (Lambda
+    # retries the batch; the Errors alarm fires) until it is enabled, losing nothing while
+    # the stream holds the records (24 h).
+    try:
+        versioning = require_versioning(s3, config.bucket)
+    except BackupError as e:
+        logger.exception("backup bucket refused; failing the invocation", reason=str(e))
+        raise
+    if (warning := versioning.warning()) is not None:
+        logger.warning(warning)
     return ChangeWriter(
         s3,
         config.bucket,

@@ -6,11 +6,11 @@ not run ahead of S3's clock: with the host 10 minutes fast, a snapshot's listing
 in S3's future and changes written in those 10 minutes were never listed again (issue 13,
 finding 4).
 
-One request to the bucket (GetBucketVersioning, which every run makes anyway) returns S3's
-`Date` (whole seconds). The run's now is the host's clock where it lies within the second
-S3 named (sub-second, as before), else S3's Date advanced by the host's elapsed time. Either
-is at most 1 s past S3's true time: the clock skew that listings already allow for
-(compaction.state.DEFAULT_CLOCK_SKEW_US).
+One request to the bucket (GetBucketVersioning, every writer's check that the bucket keeps
+object versions: backup_lambda.versioning) returns S3's `Date` (whole seconds). The run's
+now is the host's clock where it lies within the second S3 named (sub-second, as before),
+else S3's Date advanced by the host's elapsed time. Either is at most 1 s past S3's true
+time: the clock skew that listings already allow for (compaction.state.DEFAULT_CLOCK_SKEW_US).
 """
 
 from __future__ import annotations
@@ -21,14 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from compaction.s3errors import translate
+from backup_lambda.versioning import Versioning, require_versioning
 
 SECOND_US = 1_000_000
 # Warn when the host's clock is more than this outside the second S3's Date names.
 TOLERANCE_US = 1_000_000
-_DENIED = {"AccessDenied", "403"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +93,8 @@ def date_of(response: dict[str, Any]) -> int | None:
 class BucketClock:
     """S3's clock for one run, read once (lazily) and then advanced by the host's clock.
 
+    The request that reads it is the run's check that the bucket keeps object versions
+    (backup_lambda.versioning): the first reading refuses a bucket without.
     `host` is the host's clock in seconds (time.time); tests pass a fast or slow one.
     """
 
@@ -104,6 +103,7 @@ class BucketClock:
         self._bucket = bucket
         self._host = host or time.time
         self._reading: ClockReading | None = None
+        self._versioning: Versioning | None = None
 
     def host_us(self) -> int:
         return int(self._host() * SECOND_US)
@@ -111,7 +111,8 @@ class BucketClock:
     @property
     def reading(self) -> ClockReading:
         if self._reading is None:
-            self._reading = self._read()
+            self._versioning = require_versioning(self._s3, self._bucket)
+            self._reading = reading_of(self._versioning.response, self.host_us())
         return self._reading
 
     def now_us(self) -> int:
@@ -119,16 +120,11 @@ class BucketClock:
         reading = self.reading
         return reading.now_us(self.host_us())
 
-    def _read(self) -> ClockReading:
-        try:
-            response = self._s3.get_bucket_versioning(Bucket=self._bucket)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") not in _DENIED:
-                raise translate(e, self._bucket, "?versioning") from e
-            response = e.response  # a refusal carries S3's Date too
-        except BotoCoreError as e:
-            raise translate(e, self._bucket, "?versioning") from e
-        return reading_of(response, self.host_us())
+    def warnings(self) -> list[str]:
+        """Lines for the user: the clocks disagree, versioning could not be checked."""
+        reading = self.reading  # reads the versioning too
+        checked = self._versioning.warning() if self._versioning is not None else None
+        return [w for w in (checked, reading.warning()) if w is not None]
 
 
 def reading_of(response: dict[str, Any], host_us: int) -> ClockReading:

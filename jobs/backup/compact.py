@@ -124,8 +124,9 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers * 2)
     s3 = make_client("s3", settings)
     clock = BucketClock(s3, args.bucket)
-    now_us = clock.now_us()  # S3's now, not the host's alone (compaction.clock)
-    if (warning := clock.reading.warning()) is not None:
+    # S3's now, not the host's alone (compaction.clock); refuses an unversioned bucket
+    now_us = clock.now_us()
+    for warning in clock.warnings():
         note(args, warning)
     if as_of is None:
         as_of = now_us - args.settle * 1_000_000

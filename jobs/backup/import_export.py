@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, max_pool_connections=args.workers * (args.writers + 2) + 8)
     s3 = make_client("s3", settings)
     clock = BucketClock(s3, args.bucket)
-    if (warning := clock.reading.warning()) is not None:
+    for warning in clock.warnings():  # reads S3's clock, refusing an unversioned bucket
         note(args, warning)
     progress = progress_for(args)
     executor = executor_from(args)

@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args, max_pool_connections=args.writers + args.segments + 4)
     s3 = make_client("s3", settings)
     clock = BucketClock(s3, args.bucket)
-    if (warning := clock.reading.warning()) is not None:
+    for warning in clock.warnings():  # reads S3's clock, refusing an unversioned bucket
         note(args, warning)
     progress = progress_for(args)
     report = Backfiller(

@@ -37,10 +37,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backup_lambda.errors import BackupError, MalformedRecordError, StorageError
 from backup_lambda.layout import Change, normalize_prefix
 from backup_lambda.records import MissingSequenceNumberError, parse_record, table_from_arn
+from backup_lambda.versioning import require_versioning
 from backup_lambda.writer import ChangeWriter
 from jobs.cli.args import positive_int
 from jobs.cli.clients import make_client, settings_from
-from jobs.cli.output import emit_json
+from jobs.cli.output import emit_json, note
 from jobs.demo.streams import to_lambda_record
 
 RECEIVE_WAIT_SECONDS = 2  # long polling: an empty answer means the queue has no visible message
@@ -422,6 +423,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     s3 = make_client("s3", settings)
+    if not args.dry_run:  # a writer: refuses a bucket without versioning
+        warning = require_versioning(s3, args.bucket).warning()
+        if warning is not None:
+            note(args, warning)
     redriver = Redriver(
         make_client("sqs", settings),
         make_client("dynamodbstreams", settings),

@@ -55,11 +55,11 @@ def compact_tables(
     if now is None:  # S3's now, not the host's alone (compaction.clock)
         clock = BucketClock(s3, config.bucket)
         now = clock.now_us() / 1_000_000
-        skewed = clock.reading.warning()
-        if skewed is not None and machine:
-            logger.warning(skewed)
-        elif skewed is not None:
-            warn(skewed)
+        for warning in clock.warnings():  # reads S3's clock, refusing an unversioned bucket
+            if machine:
+                logger.warning(warning)
+            else:
+                warn(warning)
     metric: Metric = emit if machine else no_metrics
     results = []
     failures: dict[str, BackupError] = {}

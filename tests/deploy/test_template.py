@@ -250,6 +250,11 @@ def check_backup_function_s3_writes_only(template: Template) -> list[str]:
             lowered = action.lower()
             if lowered in {"*", "s3:*"} or lowered.startswith("s3:delete"):
                 problems.append(f"the backup function must not have {action}")
+        if {a.lower() for a in actions} == {"s3:getbucketversioning"}:
+            # its one read: the bucket's versioning, once per cold start, on the bucket only
+            if statement.get("Resource") != {"Fn::GetAtt": ["BackupBucket", "Arn"]}:
+                problems.append("the backup function may check versioning of its bucket only")
+            continue
         if any(a.lower().startswith("s3:") for a in actions):
             if statement.get("Effect") == "Allow" and {a.lower() for a in actions} != {
                 "s3:putobject"
@@ -602,6 +607,26 @@ def test_backup_function_writes_nowhere_but_its_folders(template: Template) -> N
         {"Fn::Sub": "${BackupBucket.Arn}/*"},
     )
     assert any("may only write under" in p for p in check_backup_function_s3_writes_only(broken))
+
+
+@pytest.mark.parametrize("function", ["BackupFunction", "CompactionFunction"])
+def test_writers_may_check_their_buckets_versioning(template: Template, function: str) -> None:
+    """The Lambda (at a cold start) and the scheduled compaction refuse an unversioned
+    bucket: without s3:GetBucketVersioning they could not tell (docs/OPERATIONS.md)."""
+    checks = [
+        s
+        for s in role_statements(template, function_role(template, function))
+        if s.get("Action") == "s3:GetBucketVersioning" and s.get("Effect") == "Allow"
+    ]
+    assert [s["Resource"] for s in checks] == [{"Fn::GetAtt": ["BackupBucket", "Arn"]}]
+
+
+def test_a_backup_function_reading_more_than_the_versioning_is_caught(template: Template) -> None:
+    broken = copy.deepcopy(template)
+    _set_sid(_backup_statements(broken), "CheckBucketVersioning", "Resource", "*")
+    assert check_backup_function_s3_writes_only(broken) == [
+        "the backup function may check versioning of its bucket only"
+    ]
 
 
 def test_journal_retention_is_a_parameter_checked_by_cfn_lint(template: Template) -> None:

@@ -112,14 +112,16 @@ RESTORE_DIFF = (
     BATCH_WRITE,
 )
 
-# the backup Lambda: a cold start declares journal coverage (once per table), each batch is
-# one journal object, then each change is a PutObject of its item's object
+# the backup Lambda: a cold start checks the bucket's versioning and declares journal
+# coverage (once per table), each batch is one journal object, then each change is a
+# PutObject of its item's object
 COVERAGE_PUT = Step(
     "coverage marker put", "s3", "PutObject", url_has("/v1/journal-coverage/"), writes=True
 )
 JOURNAL_PUT = Step("journal put", "s3", "PutObject", url_has("/v1/journal/"), writes=True)
 ITEM_PUT = Step("item put", "s3", "PutObject", url_has(ITEMS), writes=True)
-LAMBDA = (COVERAGE_PUT, JOURNAL_PUT, ITEM_PUT)
+LAMBDA_WRITES = (COVERAGE_PUT, JOURNAL_PUT, ITEM_PUT)
+LAMBDA = (*LAMBDA_WRITES, BUCKET_CHECK)  # the versioning check: once per cold start
 
 # import-export: a full export (a committed snapshot, as compaction commits one) and an
 # incremental export (changes through the Lambda's writer), each file checked first

@@ -15,15 +15,26 @@ import pytest
 
 from backup_lambda import handler as backup_handler
 from backup_lambda.ddbjson import Item
+from backup_lambda.errors import StorageError
 from backup_lambda.journal import decode_journal
 from backup_lambda.layout import decode_change, object_key
 from backup_lambda.records import parse_record
 from compaction.history import item_history
 from jobs.demo.standin import FakeLambdaContext
 from jobs.demo.streams import lambda_event
-from tests.faults.injector import LOST_RESPONSE, STORMS, Fault, FaultInjector, Storm
+from tests.faults.injector import LOST_RESPONSE, PERSISTENT, STORMS, Fault, FaultInjector, Storm
 from tests.faults.oracles import assert_whole, manifest_at
-from tests.faults.steps import ITEM_PUT, LAMBDA, Step, Where, persistent_cases, raise_storm, unmet
+from tests.faults.steps import (
+    BUCKET_CHECK,
+    ITEM_PUT,
+    LAMBDA,
+    LAMBDA_WRITES,
+    Step,
+    Where,
+    persistent_cases,
+    raise_storm,
+    unmet,
+)
 from tests.jobs.restore.restore_fixtures import SECOND, TABLE, Backup, key_of, now_us
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-11-28T00:00:00.000"
@@ -151,7 +162,10 @@ def a_only(step: Step) -> Where | None:
 
 CASES = [
     pytest.param(step, fault, id=f"{step.id}-{fault.name}")
-    for step, fault in [*persistent_cases(LAMBDA), *((s, LOST_RESPONSE) for s in LAMBDA)]
+    for step, fault in [
+        *((s, f) for s, f in persistent_cases(LAMBDA) if s is not BUCKET_CHECK),
+        *((s, LOST_RESPONSE) for s in LAMBDA_WRITES),
+    ]
 ]
 
 
@@ -187,5 +201,24 @@ def test_an_outage_of_every_write_fails_the_whole_batch_and_redelivery_completes
     faults.inject(step.service, step.operation, LOST_RESPONSE, times=None, where=step.where)
     assert deliver(records) == [sequence(r) for r in records]
     faults.clear()
+    assert deliver(records) == []
+    assert_backup_complete(lambda_env, records)
+
+
+@pytest.mark.parametrize("fault", PERSISTENT["s3"], ids=lambda f: f.name)
+def test_a_versioning_check_that_fails_for_good_fails_the_invocation_and_a_retry_completes_it(
+    lambda_env: Backup, faults: FaultInjector, fault: Fault
+) -> None:
+    records = stream()
+    # GIVEN GetBucketVersioning failing for good at a cold start
+    rule = faults.inject("s3", "GetBucketVersioning", fault, times=None)
+    # WHEN the batch is delivered THEN the invocation fails (Lambda retries the whole
+    # batch) and nothing is written
+    with pytest.raises(StorageError, match="GetBucketVersioning"):
+        deliver(records)
+    faults.clear()
+    assert rule.struck > 0
+    assert stored_sequences(lambda_env, "items/") == set()
+    # WHEN Lambda retries the batch THEN the check passes and the backup is complete
     assert deliver(records) == []
     assert_backup_complete(lambda_env, records)

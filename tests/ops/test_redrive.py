@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 
 from backup_lambda import handler as backup_handler
 from backup_lambda.journal import JOURNAL_SUFFIX, decode_journal
+from backup_lambda.versioning import Versioning
 from backup_lambda.writer import ChangeWriter
 from jobs.demo.standin import FakeLambdaContext
 from jobs.demo.streams import lambda_event
@@ -161,9 +162,18 @@ def test_dry_run_writes_and_deletes_nothing(
 
 
 def test_a_batch_that_cannot_be_written_keeps_its_message(
-    s3: Any, sqs: Any, queue: str, stream: Stream, capsys: pytest.CaptureFixture[str]
+    s3: Any,
+    sqs: Any,
+    queue: str,
+    stream: Stream,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # GIVEN a bucket that does not exist (S3 refuses every write)
+    # GIVEN a bucket that does not exist (S3 refuses every write; the versioning check,
+    # which would refuse it first, passes here)
+    monkeypatch.setattr(
+        "jobs.ops.redrive.require_versioning", lambda s3, bucket: Versioning(bucket, "Enabled", {})
+    )
     code, out, err = cli(capsys, "--bucket", "no-such-bucket", "--queue-url", queue)
 
     # THEN the batch is reported with the keys it could not write, and stays in the queue
