@@ -11,9 +11,11 @@ from backup_lambda.errors import UserInputError
 from backup_lambda.layout import format_time_us, object_key
 from compaction.history import HistoryEntry, item_history, item_history_window
 from compaction.journal import JOURNAL, LISTING, journal_only_since
+from compaction.storedschema import stored_key_schema
 from jobs.cli.args import parse_key, parse_time
 from jobs.cli.clients import make_client, settings_from
 from jobs.cli.output import emit_json, note
+from jobs.restore.keys import check_key
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -71,15 +73,18 @@ def run(args: argparse.Namespace) -> int:
     if window and args.as_of:
         raise UserInputError("--as-of lists object versions; with --from, bound the window by --to")
     as_of = parse_time(args.as_of, "--as-of") if args.as_of else None
+    start = parse_time(args.source, "--from") if args.source else 0
+    end = parse_time(args.to, "--to") if args.to else int(time.time() * 1_000_000)
+    if window and end <= start:
+        raise UserInputError(
+            f"--to {format_time_us(end)} is not after --from {format_time_us(start)}"
+        )
     s3 = make_client("s3", settings_from(args))
+    # A key with other attribute names or types than the table's matches nothing: say so
+    # (as restore --keys does) rather than "no stored changes".
+    check_key(keys, stored_key_schema(s3, args.bucket, args.prefix, args.table))
     extra: dict[str, Any] = {}
     if window:
-        start = parse_time(args.source, "--from") if args.source else 0
-        end = parse_time(args.to, "--to") if args.to else int(time.time() * 1_000_000)
-        if end <= start:
-            raise UserInputError(
-                f"--to {format_time_us(end)} is not after --from {format_time_us(start)}"
-            )
         found = item_history_window(s3, args.bucket, args.prefix, args.table, keys, start, end)
         entries = found.entries
         how = "the journal" if found.source.kind == JOURNAL else "the object versions"

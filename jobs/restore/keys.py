@@ -48,7 +48,7 @@ def partition_filter(schema: tuple[KeyAttribute, ...], value: str) -> tuple[str,
         raise UserInputError(str(e)) from None
 
 
-def _check_key(keys: Item, schema: tuple[KeyAttribute, ...]) -> None:
+def check_key(keys: Item, schema: tuple[KeyAttribute, ...]) -> None:
     """A key with other attribute names or types than the table's can match no item."""
 
     def spell(pairs: dict[str, str]) -> str:
@@ -86,7 +86,7 @@ def read_key_file(path: str, schema: tuple[KeyAttribute, ...] = ()) -> frozenset
         if line.strip():
             try:
                 keys = parse_key(_failure_key(line))
-                _check_key(keys, schema)
+                check_key(keys, schema)
                 hashes.add(key_hash(keys))
             except UserInputError as e:
                 raise UserInputError(f"--keys {path} line {number}: {e}") from None

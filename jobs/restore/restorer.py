@@ -9,21 +9,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from backup_lambda.ddbjson import Item
 from backup_lambda.errors import BackupError, CorruptSnapshotError, NotFoundError
-from backup_lambda.layout import decode_change, format_time_us, items_prefix, key_hash
+from backup_lambda.layout import format_time_us, key_hash
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
 from compaction.fallback import damaged_snapshot, files_present
 from compaction.fold import Row
-from compaction.journal import iter_journal, read_changes
-from compaction.keyschema import describe_key_schema, recorded_key_schema
+from compaction.keyschema import describe_key_schema
 from compaction.manifest import KeyAttribute, Manifest, SkippedVersion
-from compaction.s3errors import translate
-from compaction.s3read import get_bytes
 from compaction.settingsstore import settings_at
 from compaction.state import StatePlan, StateReader, UnitWork, plan_state, read_state
+from compaction.storedschema import recorded_schema
 from jobs.restore.batchwrite import (
     BatchWriter,
     RestoreWriteError,
@@ -290,23 +286,10 @@ def backup_key_schema(s3: Any, dynamodb: Any, plan: StatePlan) -> tuple[KeyAttri
 
 
 def _recorded(s3: Any, plan: StatePlan) -> tuple[KeyAttribute, ...]:
-    """The key attributes of one stored change: an item object, else (journal-only) the
-    first change of the journal."""
-    root = items_prefix(plan.prefix, plan.table)
-    try:
-        listing = s3.list_objects_v2(Bucket=plan.bucket, Prefix=root, MaxKeys=1)
-        contents = listing.get("Contents", [])
-        if contents:
-            key = contents[0]["Key"]
-            body = get_bytes(s3, plan.bucket, key)
-            return recorded_key_schema(decode_change(body, f"s3://{plan.bucket}/{key}").keys)
-    except (ClientError, BotoCoreError) as e:
-        raise translate(e, plan.bucket, root) from e
-    for obj in iter_journal(s3, plan.bucket, plan.prefix, plan.table, None):
-        changes = read_changes(s3, plan.bucket, obj)
-        if changes:
-            return recorded_key_schema(changes[0].keys)
-    raise NotFoundError(f"no backup of table {plan.table!r} in s3://{plan.bucket}")
+    recorded = recorded_schema(s3, plan.bucket, plan.prefix, plan.table)
+    if not recorded:
+        raise NotFoundError(f"no backup of table {plan.table!r} in s3://{plan.bucket}")
+    return recorded
 
 
 class Restorer:

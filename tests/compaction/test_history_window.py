@@ -113,3 +113,26 @@ def test_bad_windows_are_one_line_errors(
     assert err.count("\n") == 1
     assert text in err
     assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("store", [ONLY], indirect=True)
+def test_a_key_without_its_sort_key_is_refused_on_a_journal_only_table(
+    store: Store, sim_clock: SimClock, cli: Cli
+) -> None:
+    # GIVEN a journal-only table (the key schema is read from the journal's first change)
+    workload(store)
+    # WHEN a key lacks the sort key THEN one line, exit 2
+    code, out, err = cli(
+        "history",
+        "--bucket",
+        BUCKET,
+        "--table",
+        TABLE,
+        "--key",
+        '{"pk": "user#1"}',
+        *window(sim_clock),
+    )
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "can match no item: the table's key is (pk S, sk N)" in err
+    assert "Traceback" not in out + err

@@ -191,3 +191,22 @@ def test_missing_required_option_is_a_usage_error(capsys: pytest.CaptureFixture[
         main(["history", "--bucket", BUCKET, "--key", ALICE])
     assert exit_info.value.code == 2
     assert "--table" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("key", "text"),
+    [
+        ('{"customer": "alice", "order_id": "1"}', "order_id S"),  # the wrong type
+        ('{"customer": "alice"}', "the table's key is (customer S, order_id N)"),  # no sort key
+        ('{"customer": "alice", "order_id": 1, "x": "y"}', "x S"),  # an attribute too many
+        ('{"client": "alice", "order_id": 1}', "client S"),  # a misspelt name
+    ],
+)
+def test_a_key_that_can_match_no_item_is_refused_like_restore_keys(
+    backed_up: list[dict[str, Any]], capsys: pytest.CaptureFixture[str], key: str, text: str
+) -> None:
+    # GIVEN a key whose attribute names or types are not the table's WHEN history is asked
+    # THEN one line says it can match no item (exit 2), not "no stored changes" (exit 0)
+    code, out, err = history(capsys, "--key", key)
+    assert_one_line_error(code, out, err, 2, "can match no item")
+    assert text in err
