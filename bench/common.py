@@ -29,7 +29,10 @@ PREFIX = "bench"
 
 
 class RequestCounter:
-    """Counts API calls per operation through botocore's event hooks."""
+    """Counts API calls per operation through botocore's event hooks, and the body bytes
+    of the PUT/POST requests sent (`BYTES_SENT`, from each request's Content-Length)."""
+
+    BYTES_SENT = "bytes_sent"
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -37,11 +40,20 @@ class RequestCounter:
 
     def attach(self, client: Any) -> Any:
         client.meta.events.register("before-call.*.*", self._count)
+        client.meta.events.register("before-send.*.*", self._bytes)
         return client
 
     def _count(self, model: Any, **_: Any) -> None:
         with self._lock:
             self.counts[model.name] += 1
+
+    def _bytes(self, request: Any, **_: Any) -> None:
+        if request.method not in {"PUT", "POST"}:
+            return
+        length = request.headers.get("Content-Length")
+        if length is not None:
+            with self._lock:
+                self.counts[self.BYTES_SENT] += int(length)
 
     def reset(self) -> Counter[str]:
         with self._lock:

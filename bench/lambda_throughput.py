@@ -1,4 +1,8 @@
-"""Backup Lambda throughput: records per second through `handler` into S3.
+"""Backup Lambda throughput: records per second through `handler` into S3, in three modes
+run alternately (each in its own bucket): `items_only` (the Lambda before the change journal:
+the journal write stubbed out, one PUT per record), `journal_and_items` (today's default: a
+journal object per batch, then the item objects) and `journal_only` (BACKUP_JOURNAL_ONLY:
+the journal object alone). PUTs and bytes sent per 1k records are counted per mode.
 
     python -m bench.lambda_throughput [--records 1000] [--batch 100] [--runs 5] [--endpoint URL]
 
@@ -49,6 +53,22 @@ def records(count: int, changes_per_key: int = 3) -> list[dict[str, Any]]:
     return out
 
 
+MODES = ("items_only", "journal_and_items", "journal_only")
+
+
+def writer_for(mode: str, s3: Any, bucket: str) -> Any:
+    """The handler's writer for a mode, on a counted S3 client."""
+    from backup_lambda.writer import ChangeWriter
+
+    writer = ChangeWriter(
+        s3, bucket, "", journal_only=mode == "journal_only", claim_coverage=True, writer="lambda"
+    )
+    if mode == "items_only":
+        journal = writer._journal  # the pre-journal Lambda, for comparison
+        journal.write = lambda table, batch: ("", journal.now_us())  # type: ignore[method-assign]
+    return writer
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,32 +80,66 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+    rates: dict[str, list[float]] = {m: [] for m in MODES}
+    puts: dict[str, list[int]] = {m: [] for m in MODES}
+    sent: dict[str, list[int]] = {m: [] for m in MODES}
     with s3_server(args.endpoint) as endpoint:
         os.environ["AWS_ENDPOINT_URL"] = endpoint
-        s3, _ = clients(endpoint, RequestCounter())
-        bucket = f"bench-{uuid.uuid4().hex[:8]}"
-        make_bucket(s3, bucket)
-        os.environ["BACKUP_BUCKET"] = bucket
+        counter = RequestCounter()
+        s3, _ = clients(endpoint, counter)
+        buckets = {m: f"bench-{m.replace('_', '')[:12]}-{uuid.uuid4().hex[:6]}" for m in MODES}
+        for bucket in buckets.values():
+            make_bucket(s3, bucket)
+        os.environ["BACKUP_BUCKET"] = buckets["journal_and_items"]
         from backup_lambda import handler  # after the environment is set
 
-        handler._writer = None
-        rates = []
         for _ in range(args.runs):
-            batch_records = records(args.records)
-            started = time.perf_counter()
-            for i in range(0, len(batch_records), args.batch):
-                result = handler.handler(
-                    {"Records": batch_records[i : i + args.batch]}, FakeLambdaContext()
-                )
-                assert not result["batchItemFailures"], result
-            rates.append(len(batch_records) / (time.perf_counter() - started))
+            for mode in MODES:  # alternating, so drift in the machine hits all alike
+                handler._writer = writer_for(mode, s3, buckets[mode])
+                batch_records = records(args.records)
+                counter.reset()
+                started = time.perf_counter()
+                for i in range(0, len(batch_records), args.batch):
+                    result = handler.handler(
+                        {"Records": batch_records[i : i + args.batch]}, FakeLambdaContext()
+                    )
+                    assert not result["batchItemFailures"], result
+                rates[mode].append(len(batch_records) / (time.perf_counter() - started))
+                calls = counter.reset()
+                puts[mode].append(calls["PutObject"])
+                sent[mode].append(calls[RequestCounter.BYTES_SENT])
+    per_k = 1000 / args.records
+    modes = {
+        m: {
+            "records_per_second_median": round(statistics.median(rates[m]), 1),
+            "samples": [round(r, 1) for r in rates[m]],
+            "puts_per_1k_records": round(statistics.median(puts[m]) * per_k, 1),
+            "bytes_sent_per_record": round(statistics.median(sent[m]) / args.records, 1),
+        }
+        for m in MODES
+    }
+    base, journal, only = (modes[m] for m in MODES)
     print(
         json.dumps(
             {
                 "records": args.records,
                 "batch_size": args.batch,
-                "records_per_second_median": round(statistics.median(rates), 1),
-                "samples": [round(r, 1) for r in rates],
+                **modes,
+                "journal_and_items_over_items_only_rate": round(
+                    journal["records_per_second_median"] / base["records_per_second_median"], 3
+                ),
+                "journal_only_over_items_only_rate": round(
+                    only["records_per_second_median"] / base["records_per_second_median"], 3
+                ),
+                "journal_extra_puts_per_1k_records": round(
+                    journal["puts_per_1k_records"] - base["puts_per_1k_records"], 1
+                ),
+                "journal_extra_bytes_per_change": round(
+                    journal["bytes_sent_per_record"] - base["bytes_sent_per_record"], 1
+                ),
+                "journal_only_puts_over_items_only": round(
+                    only["puts_per_1k_records"] / base["puts_per_1k_records"], 4
+                ),
             },
             indent=1,
         )

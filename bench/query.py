@@ -160,6 +160,11 @@ def main() -> None:
         report["build_seconds"] = round(time.perf_counter() - started, 1)
         report["parquet_bytes"] = sum(f.bytes for f in manifest.files_of("parquet"))
         report["json_gz_bytes"] = sum(f.bytes for f in manifest.files_of("json.gz"))
+        report["parquet_bytes_per_item"] = round(report["parquet_bytes"] / args.items, 1)
+        report["json_gz_bytes_per_item"] = round(report["json_gz_bytes"] / args.items, 1)
+        report["parquet_over_json_gz_bytes"] = round(
+            report["parquet_bytes"] / report["json_gz_bytes"], 3
+        )
 
         local = duckdb.connect()
         parquet_list = ", ".join(f"'{p}'" for p in parquet_paths)

@@ -20,6 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+JOURNAL_DELTA_10K = (
+    "journal_delta_10k",
+    ["bench.journal_delta", "--keys", "3334", "--versions", "3", "--runs", "3"],
+)
 FULL_PLAN = [
     ("lambda", ["bench.lambda_throughput", "--records", "2000", "--runs", "5"]),
     (
@@ -38,22 +42,12 @@ FULL_PLAN = [
     ),
     ("restore_10k", ["bench.restore", "--keys", "3334", "--versions", "3", "--runs", "3"]),
     ("query_1m", ["bench.query", "--items", "1000000", "--runs", "5"]),
+    JOURNAL_DELTA_10K,
     # The long steps last, so an interrupted full run has already written the short ones.
     (
-        "compaction_100k",
-        [
-            "bench.compaction",
-            "--keys",
-            "33334",
-            "--versions",
-            "3",
-            "--runs",
-            "3",
-            "--rss-keys",
-            "33334",
-        ],
+        "journal_delta_100k",
+        ["bench.journal_delta", "--keys", "33334", "--versions", "3", "--runs", "3"],
     ),
-    ("restore_100k", ["bench.restore", "--keys", "33334", "--versions", "3", "--runs", "3"]),
     # 1M items imported; the backfill (one PUT per item) runs on 100k of the same items.
     (
         "import_export_1m",
@@ -61,7 +55,9 @@ FULL_PLAN = [
     ),
 ]
 MEDIUM_PLAN = [
-    step for step in FULL_PLAN if step[0] in {"lambda", "compaction_10k", "restore_10k", "query_1m"}
+    step
+    for step in FULL_PLAN
+    if step[0] in {"lambda", "compaction_10k", "restore_10k", "query_1m", "journal_delta_10k"}
 ] + [
     (
         "import_export_100k",
@@ -87,6 +83,10 @@ QUICK_PLAN = [
     ("restore_small", ["bench.restore", "--keys", "300", "--versions", "3", "--runs", "3"]),
     ("query_100k", ["bench.query", "--items", "100000", "--runs", "5"]),
     (
+        "journal_delta_small",
+        ["bench.journal_delta", "--keys", "300", "--versions", "3", "--runs", "1"],
+    ),
+    (
         "import_export_small",
         ["bench.import_export", "--items", "20000", "--backfill-items", "2000"],
     ),
@@ -102,11 +102,9 @@ NOTES = """### What bounds each figure, and where the gap is
   the S3 server included, shares 2 CPUs: the bound is CPU, not the network. On S3 the
   GETs and LISTs are network round trips, so more GETs in flight (`--read-concurrency`)
   and parallel listing matter more, not less.
-- **Compaction, incremental:** reads only the changed keys (1 GET each) and the base's
-  files, but S3 cannot list by write time, so it still lists every version, and it
-  rewrites the unit's files. With 1% changed the listing and the rewrite are most of its
-  time; the remaining gap is a change journal (versions written since the base, with
-  their version ids) that would replace the listing.
+- **Compaction, incremental (`compaction_*`):** the older harness: its history is written
+  without the journal (item objects only), so its incremental run lists every version
+  (the listing path) and writes a delta snapshot; the journal path is in `journal_delta_*`.
 - **Peak RSS:** the compaction's own high-water mark (reset after imports) grows with the
   unit, not the table: one unit's versions, base rows and folded rows at a time.
 - **Restore:** snapshot restore reads a few files and writes 25 items per BatchWriteItem;
@@ -119,14 +117,69 @@ NOTES = """### What bounds each figure, and where the gap is
   journal) per item. Peak RSS of the import grows with the unit (about 125k items at
   most), not the export. The backfill runs on fewer items (`--backfill-items`) in the
   long plans; items/s is the comparable figure.
-- **Query:** `ddb-backup query` downloads the snapshot's Parquet files at the versions
-  its manifest pins, verified (size, SHA-256, rows), into a local cache named by SHA-256
-  (`open_cold_s`); a later session finds them there and only re-checks their checksums
-  (`open_warm_s`); the queries then run on local files (`parquet_query_path_s`).
-  Parquet is scanned column by column with filters pushed down; JSON lines are
-  parsed whole. For small items the Parquet files are larger than the gzip JSON: the
-  random key hash and version id columns do not compress (they are what lets a restore
-  merge a snapshot with later changes without rehashing every key).
+- **Query (`query_1m`):** `ddb-backup query` downloads the snapshot's Parquet files at the
+  versions its manifest pins, verified (size, SHA-256, rows), into a local cache named by
+  SHA-256 (`open_cold_s`); a later session finds them there and only re-checks their
+  checksums (`open_warm_s`); the queries then run on local files (`parquet_query_path_s`).
+  Parquet is scanned column by column with filters pushed down; JSON lines are parsed
+  whole. `parquet_bytes_per_item` / `json_gz_bytes_per_item` and their ratio
+  `parquet_over_json_gz_bytes` are issue #14's snapshot-size figure (target <= 1.5). For
+  comparison, the run of 2026-12-03 (before the compact key hash of data layout 2)
+  measured 51.0 bytes/item of Parquet against 7.1 of gzip JSON (7.2x), and local query
+  times of count 0.0018 s, group-by 0.0088 s, point lookup 0.0102 s.
+- **Lambda (`lambda`, issue #12):** `python -m bench.lambda_throughput --records 2000 --runs
+  5`: three modes run alternately in one process, each into its own bucket, through the
+  real `handler` (batches of 100): `items_only` is the Lambda before the journal (the
+  journal write stubbed out: one PUT per record), `journal_and_items` today's default (a
+  journal object per batch, then the item objects), `journal_only` BACKUP_JOURNAL_ONLY.
+  `journal_and_items_over_items_only_rate` is the throughput target (>= 0.90);
+  `journal_extra_puts_per_1k_records` (10 per 1k at 100 records a batch) and
+  `journal_extra_bytes_per_change` (body bytes sent, gzip journal line) are what the
+  journal costs; `journal_only_puts_over_items_only` is the journal-only target (<= 0.01).
+  PUT and byte figures are medians over the runs; each mode's first run also writes the
+  coverage (and journal-only) marker once.
+- **Journal and deltas (`journal_delta_10k`, `journal_delta_100k`, issues #12 and #14):**
+  `python -m bench.journal_delta --keys K --versions 3 --runs 3` (see its docstring). The
+  history (K keys x 3 versions) is written through the Lambda's `ChangeWriter` (a journal
+  object per 100 changes, then the item objects) after a journal coverage marker written
+  first and dated at its own write time (the Lambda's marker says now + 16 minutes, a lead
+  for writers of a deploy still running code without the journal; the bench has none, so
+  the whole history is covered without waiting 16 minutes).
+  - `base_full`: `compact --full` (lists every version, GETs each newest one).
+  - `bridge_after_listing_base`: the first incremental compaction after a base built by
+    listing reads the journal back the 15-minute write lead (here: the whole history's
+    journal objects, one GET each) and commits a delta. This happens once, after the first
+    full or a listing-built base; every later incremental starts its window at its base,
+    which is the steady state a user who compacts regularly sees. The figures below are
+    that steady state.
+  - `incremental_1pct`: 1% of the keys changed; journal path (`compact`), listing path
+    (`compact --listing`) and full (`compact --full`) at the same time, alternated `runs`
+    times, each run's manifest withdrawn so all start from the same base; the snapshots'
+    items are compared (`identical_items`). `requests` = LIST (ListObjectVersions +
+    ListObjectsV2) + GET (GetObject, HeadObject) + PUT (PutObject and multipart). Issue
+    #12's targets: `journal_requests_over_full` <= 0.05, `journal_time_over_full` <= 0.10.
+    The incremental runs commit delta snapshots (issue #14): `delta_bytes_put_over_full`
+    (all bytes PUT: snapshot files, export files, manifest) is the <= 0.05 target and the
+    journal path's time the <= 0.10 one; `delta_file_bytes_over_full` counts the
+    snapshot's own files only. At small sizes fixed per-snapshot files (manifest, export
+    manifests, settings) dominate the delta's bytes.
+  - `restore_as_of_after_base`: `restore --as-of` a few seconds after the newest snapshot,
+    with the 1% changes not yet compacted: `list_object_versions` must be 0 (the changes
+    come from the journal window). The issue asks for an hour after the base; the bench
+    cannot wait an hour, and the path is the same for any window the journal covers (an
+    hour of traffic only means more journal objects in the window, one GET each).
+  - `scheduled_no_change`: `scheduled` (jobs.ops.scheduled.run_compactions, settle 1 s)
+    right after a committed snapshot with nothing written since: `all_s3` is every S3
+    request it made (target <= 3), `list_object_versions` whether it still lists versions.
+  - `chain`: a fresh full snapshot, then 7 delta compactions (1% of keys each, journal
+    path), then `compact --full` as of the 7th delta's time (+1 microsecond, no change in
+    between). `restore` (into a fresh moto table, pinned with `--snapshot`) and a cold
+    `query` (open: download + verify + chain view in a fresh cache; then count, group-by
+    and point lookup) from the chain vs from the full snapshot, alternated `runs` times.
+    Targets: `restore.chain_over_full` <= 1.2, `query.chain_over_full` <= 1.5 (open plus
+    the three queries); answers compared (`same_items`: the two restored tables scanned;
+    `same_answers`; `same_snapshot_rows`). `*_chain_over_full` per query are the query
+    times alone, without the open; they are milliseconds, so the ratio is noisy.
 """
 
 
