@@ -93,9 +93,12 @@ def main() -> None:
         os.environ["BACKUP_BUCKET"] = buckets["journal_and_items"]
         from backup_lambda import handler  # after the environment is set
 
+        # One writer per mode for the whole run, as one Lambda container keeps its writer:
+        # its markers are written once, on its first batch.
+        writers = {m: writer_for(m, s3, buckets[m]) for m in MODES}
         for _ in range(args.runs):
             for mode in MODES:  # alternating, so drift in the machine hits all alike
-                handler._writer = writer_for(mode, s3, buckets[mode])
+                handler._writer = writers[mode]
                 batch_records = records(args.records)
                 counter.reset()
                 started = time.perf_counter()

@@ -136,8 +136,9 @@ NOTES = """### What bounds each figure, and where the gap is
   `journal_extra_puts_per_1k_records` (10 per 1k at 100 records a batch) and
   `journal_extra_bytes_per_change` (body bytes sent, gzip journal line) are what the
   journal costs; `journal_only_puts_over_items_only` is the journal-only target (<= 0.01).
-  PUT and byte figures are medians over the runs; each mode's first run also writes the
-  coverage (and journal-only) marker once.
+  PUT and byte figures are medians over the runs; each mode keeps one writer for the
+  whole run (as a Lambda container does), so its markers are written once, in its first
+  run, and the median is the steady state.
 - **Journal and deltas (`journal_delta_10k`, `journal_delta_100k`, issues #12 and #14):**
   `python -m bench.journal_delta --keys K --versions 3 --runs 3` (see its docstring). The
   history (K keys x 3 versions) is written through the Lambda's `ChangeWriter` (a journal
