@@ -5,15 +5,23 @@ BatchWriteItem applies the changes after the snapshot up to --as-of.
 ImportTable reads every object under an S3 prefix at its current version; before it is
 called, the snapshot's `export/data/` prefix is checked to hold exactly the snapshot's
 files at their pinned versions and sizes. ImportTable only creates new tables (an
-existing target is refused), creates global secondary indexes but not local ones, and
-logs rejected items to CloudWatch Logs; what it cannot carry is said, its counts are
+existing target is refused) and logs rejected items to CloudWatch Logs; its counts are
 reported, and an import that did not load every item of the snapshot fails the restore.
+
+The table comes from the same plan as `restore --create-table`'s CreateTable (the recorded
+settings and the same overrides): ImportTable's TableCreationParameters carry the keys,
+billing and capacity, global indexes and encryption; once the import is done, UpdateTable
+and TagResource give the table its stream, table class, deletion protection and tags; after
+the changes are written, PITR, auto scaling and TTL (last). ImportTable creates no local
+indexes: a backup that records some is refused unless --skip-unapplicable (or
+--no-indexes) says to go on without them.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +44,9 @@ from compaction.exportmanifests import EXPORT_FORMAT, export_root
 from compaction.fallback import files_present
 from compaction.manifest import KeyAttribute, Manifest
 from compaction.s3errors import translate
+from compaction.settingsstore import settings_at
 from compaction.state import StateReader, plan_state
+from compaction.tablesettings import TABLE
 from jobs.cli.args import executor_from
 from jobs.cli.clients import ClientFactory, make_client, settings_from
 from jobs.cli.output import emit_json, warn
@@ -44,6 +54,21 @@ from jobs.cli.progress import progress_for
 from jobs.restore.batchwrite import BatchWriter, WriteRequest, WriteStats
 from jobs.restore.ddbitems import item_size, to_client_item
 from jobs.restore.restorer import RestoreTask, backup_key_schema
+from jobs.restore.settingsargs import caller_account, overrides_from
+from jobs.restore.tablesettings import (
+    SKIP_FLAG,
+    RecreatePlan,
+    Request,
+    SettingsOverrides,
+    UnapplicableSettingsError,
+    apply_after,
+    blamed_setting,
+    check_created,
+    import_table_parameters,
+    plan_recreate,
+    table_summary,
+    wait_active,
+)
 from jobs.restore.target import describe_target
 
 POLL_SECONDS = 10.0
@@ -66,6 +91,8 @@ class ImportTableOptions:
     units_at_once: int = 2
     skip_corrupt: bool = False
     poll_seconds: float = POLL_SECONDS
+    settings: SettingsOverrides = field(default_factory=SettingsOverrides)
+    target_account: str | None = None  # to check a recorded KMS key (None: unknown)
 
 
 @dataclass
@@ -78,6 +105,10 @@ class ImportTableReport:
     request: dict[str, Any]
     not_carried: list[str] = field(default_factory=list)
     dry_run: bool = False
+    recreate: RecreatePlan | None = None  # the table's settings (the after-load requests)
+    after_import: list[Request] = field(default_factory=list)  # stream, class, protection, tags
+    unapplied: list[str] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)  # the follow-up requests that were sent
     import_arn: str | None = None
     status: str | None = None
     imported: int = 0
@@ -110,8 +141,52 @@ class ImportTableReport:
             "deletes": self.deletes,
             "batch_write_calls": self.writes.requests,
             "not_carried": self.not_carried,
+            "settings": self.settings_json(),
             "seconds": round(self.seconds, 3),
         }
+
+    def requests(self) -> list[Request]:
+        """Every request that makes the table, in the order they are sent."""
+        first = Request("dynamodb", "ImportTable", self.request, "table")
+        after = list(self.recreate.after) if self.recreate else []
+        return [first, *self.after_import, *after]
+
+    def settings_json(self) -> dict[str, Any]:
+        plan = self.recreate
+        return {
+            "origin": plan.origin if plan else "",
+            "requests": [r.as_json() for r in self.requests()],
+            "not_recreated": list(plan.not_recreated) if plan else [],
+            "unapplicable": list(plan.unapplicable) if plan else [],
+            "unapplied": self.unapplied,
+            "applied": self.applied,
+        }
+
+    def lines(self) -> list[str]:
+        """What a dry run prints: the exact requests, in the order they would be sent."""
+        params = self.request["TableCreationParameters"]
+        out = [
+            f"would import table {self.target!r} ({table_summary(params)}) from snapshot "
+            f"{self.snapshot} ({self.snapshot_items} items)"
+        ]
+        if self.recreate is not None:
+            out.append(self.recreate.origin)
+        out.append(f"ImportTable {json.dumps(self.request, indent=2, sort_keys=True)}")
+        if self.after_import:
+            out.append("once the import is done:")
+            out += [r.text() for r in self.after_import]
+        if self.recreate is not None and self.recreate.after:
+            out.append("after the changes since the snapshot are written:")
+            out += [r.text() for r in self.recreate.after]
+        out += [f"not carried: {line}" for line in self.not_carried]
+        return out
+
+
+def _error(error: BaseException) -> str:
+    if isinstance(error, ClientError):
+        detail = error.response.get("Error", {})
+        return f"{detail.get('Code')}: {detail.get('Message')}"
+    return f"{type(error).__name__}: {error}"
 
 
 def data_prefix(prefix: str, snapshot: Manifest) -> str:
@@ -120,34 +195,23 @@ def data_prefix(prefix: str, snapshot: Manifest) -> str:
 
 
 def import_table_request(
-    bucket: str,
-    prefix: str,
-    snapshot: Manifest,
-    target: str,
-    schema: tuple[KeyAttribute, ...],
-    global_indexes: list[dict[str, Any]] | None = None,
+    bucket: str, prefix: str, snapshot: Manifest, parameters: dict[str, Any]
 ) -> dict[str, Any]:
-    """The ImportTable request (pure). The client token makes a retry of the same request
-    within DynamoDB's 8 hours return the same import instead of starting another."""
-    parameters: dict[str, Any] = {
-        "TableName": target,
-        "AttributeDefinitions": [
-            {"AttributeName": k.name, "AttributeType": k.attribute_type} for k in schema
-        ],
-        "KeySchema": [{"AttributeName": k.name, "KeyType": k.key_type} for k in schema],
-        "BillingMode": "PAY_PER_REQUEST",
-    }
-    if global_indexes:
-        parameters["GlobalSecondaryIndexes"] = global_indexes
-    token = hashlib.sha256(
-        f"{bucket}/{snapshot.table}/{snapshot.id}/{snapshot.run_id}/{target}".encode()
-    ).hexdigest()[:32]
+    """The ImportTable request (pure), with `parameters` as its TableCreationParameters. The
+    client token makes a retry of the same request within DynamoDB's 8 hours return the
+    same import instead of starting another; other parameters (a setting dropped after a
+    refusal) get another token, as DynamoDB refuses a token reused with other parameters."""
+    target = parameters["TableName"]
+    digest = hashlib.sha256(
+        f"{bucket}/{snapshot.table}/{snapshot.id}/{snapshot.run_id}/{target}/".encode()
+        + json.dumps(parameters, sort_keys=True).encode()
+    )
     return {
         "S3BucketSource": {"S3Bucket": bucket, "S3KeyPrefix": data_prefix(prefix, snapshot)},
         "InputFormat": "DYNAMODB_JSON",
         "InputCompressionType": "GZIP",
         "TableCreationParameters": parameters,
-        "ClientToken": token,
+        "ClientToken": digest.hexdigest()[:32],
     }
 
 
@@ -187,23 +251,6 @@ def check_import_source(s3: Any, bucket: str, prefix: str, snapshot: Manifest) -
                 f"snapshot file s3://{bucket}/{key}: its current version is {current}, the "
                 f"manifest pins {data_file.version_id} (ImportTable reads the current one)"
             )
-
-
-def not_carried(dynamodb: Any, source: str) -> list[str]:
-    """What the source table has that this restore does not create on the target."""
-    try:
-        description = dynamodb.describe_table(TableName=source)["Table"]
-    except (ClientError, BotoCoreError):
-        return []
-    missing = [
-        f"local secondary index {i['IndexName']} (ImportTable cannot create local indexes)"
-        for i in description.get("LocalSecondaryIndexes") or []
-    ]
-    missing += [
-        f"global secondary index {i['IndexName']} (add it once the table exists)"
-        for i in description.get("GlobalSecondaryIndexes") or []
-    ]
-    return missing
 
 
 @dataclass
@@ -263,7 +310,13 @@ class ImportTableRestorer:
         executor: UnitExecutor | None = None,
         client_factories: tuple[Callable[[], Any], Callable[[], Any]] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        autoscaling: Any | None = None,
+        wait: Callable[[Any, str], None] | None = None,
     ) -> None:
+        """`autoscaling` (Application Auto Scaling) recreates the recorded scaling targets
+        and policies; `wait` waits until the table is ACTIVE (default: wait_active)."""
+        self._autoscaling = autoscaling
+        self._wait = wait
         self._s3 = s3
         self._dynamodb = dynamodb
         self._bucket = bucket
@@ -301,29 +354,65 @@ class ImportTableRestorer:
         files_present(self._s3, self._bucket, snapshot)
         check_import_source(self._s3, self._bucket, self._prefix, snapshot)
         schema = backup_key_schema(self._s3, self._dynamodb, plan)
-        if not schema or any(k.key_type is None for k in schema):
-            raise UserInputError(
-                "cannot create the target: the backup records key names but not which is the "
-                "partition key; restore without --via import-table into a table you create"
-            )
-        request = import_table_request(self._bucket, self._prefix, snapshot, self._target, schema)
+        recreate = self._settings_plan(schema)
+        parameters, after_import, no_local = import_table_parameters(recreate)
         report = ImportTableReport(
             self._source,
             self._target,
             opts.as_of_us,
             snapshot.id,
             snapshot.counts.items,
-            request,
-            not_carried(self._dynamodb, self._source),
+            import_table_request(self._bucket, self._prefix, snapshot, parameters),
+            [*recreate.not_recreated, *recreate.unapplicable, *no_local],
             dry_run=opts.dry_run,
+            recreate=recreate,
+            after_import=after_import,
         )
+        unapplicable = [*recreate.unapplicable, *no_local]
+        if unapplicable and not opts.settings.skip_unapplicable:
+            raise UnapplicableSettingsError(
+                f"cannot restore {self._target!r} through ImportTable as recorded: "
+                f"{'; '.join(unapplicable)}; nothing was written (rerun with {SKIP_FLAG} to "
+                "go on without it, or --no-indexes)"
+            )
+        report.unapplied = list(unapplicable)
         for what in report.not_carried:
             self._warn(f"not carried to {self._target}: {what}")
         if not opts.dry_run:
-            self._import(report)
+            self._import(report, snapshot)
+            self._after_import(report)
         self._apply_changes(plan, report)
+        if not opts.dry_run:
+            self._after_load(report)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _settings_plan(self, schema: tuple[KeyAttribute, ...]) -> RecreatePlan:
+        """The same plan as `restore --create-table`'s: the recorded settings as of the
+        restore's time (or --settings-from) with the overrides."""
+        opts = self._options
+        overrides = opts.settings
+        recorded = None
+        if overrides.settings_from is None:
+            recorded = settings_at(
+                self._s3, self._bucket, self._prefix, self._source, opts.as_of_us
+            )
+        described = overrides.settings_from or recorded
+        if (described is None or not described.captured(TABLE)) and (
+            not schema or any(k.key_type is None for k in schema)
+        ):
+            raise UserInputError(
+                "cannot create the target: the backup records key names but not which is the "
+                "partition key; restore without --via import-table into a table you create"
+            )
+        return plan_recreate(
+            recorded,
+            schema,
+            self._target,
+            overrides,
+            region=getattr(getattr(self._dynamodb, "meta", None), "region_name", None),
+            account=opts.target_account,
+        )
 
     def _full_snapshot(self) -> Manifest:
         opts = self._options
@@ -352,10 +441,10 @@ class ImportTableRestorer:
             )
         return full[-1]
 
-    def _import(self, report: ImportTableReport) -> None:
+    def _import(self, report: ImportTableReport, snapshot: Manifest) -> None:
         waited = time.perf_counter()
         try:
-            response = self._dynamodb.import_table(**report.request)
+            response = self._start_import(report, snapshot)
             description = response["ImportTableDescription"]
             report.import_arn = description["ImportArn"]
             self._announce(f"ImportTable {report.import_arn} started")
@@ -391,6 +480,92 @@ class ImportTableRestorer:
                 f"ImportTable {report.import_arn} imported {report.imported} of "
                 f"{report.snapshot_items} items of snapshot {report.snapshot}, "
                 f"{report.errors} errors{where}"
+            )
+
+    def _start_import(self, report: ImportTableReport, snapshot: Manifest) -> Any:
+        """ImportTable; a setting it refuses (a KMS key it cannot use, say) stops the restore
+        before anything is loaded, or with --skip-unapplicable is dropped and reported."""
+        while True:
+            try:
+                return self._dynamodb.import_table(**report.request)
+            except ClientError as e:
+                error = e.response.get("Error", {})
+                parameters = dict(report.request["TableCreationParameters"])
+                blamed = blamed_setting(str(error.get("Message", "")), parameters)
+                if error.get("Code") != "ValidationException" or blamed is None:
+                    raise
+                key, name = blamed
+                note = f"{name}: {error.get('Code')}: {error.get('Message')}"
+                if not self._options.settings.skip_unapplicable:
+                    raise UnapplicableSettingsError(
+                        f"ImportTable refused to create {self._target!r} with the recorded "
+                        f"{note}; nothing was written (rerun with {SKIP_FLAG} to import it "
+                        "without, or change it with --settings-from FILE)"
+                    ) from e
+                parameters.pop(key)
+                report.request = import_table_request(
+                    self._bucket, self._prefix, snapshot, parameters
+                )
+                report.unapplied.append(note)
+                self._warn(f"not applied: {note}")
+
+    def _after_import(self, report: ImportTableReport) -> None:
+        """Once the import is done: the stream, table class and deletion protection (one
+        UpdateTable each, the table ACTIVE before the next), the tags; then what DynamoDB
+        made is checked as after a CreateTable. What fails is reported, the restore goes on
+        (the items are in the table), and it fails at the end without --skip-unapplicable."""
+        wait = self._wait or wait_active
+        wait(self._dynamodb, self._target)
+        params = report.request["TableCreationParameters"]
+        self._announce(f"imported table {self._target!r} ({table_summary(params)})")
+        if report.recreate is not None:
+            self._announce(report.recreate.origin)
+        made = dict(report.request["TableCreationParameters"])
+        said = len(report.unapplied)  # what was said before the import
+        arn: str | None = None
+        for request in report.after_import:
+            params = dict(request.params)
+            try:
+                if request.operation == "TagResource":
+                    arn = (
+                        arn
+                        or self._dynamodb.describe_table(TableName=self._target)["Table"][
+                            "TableArn"
+                        ]
+                    )
+                    params["ResourceArn"] = arn
+                    self._dynamodb.tag_resource(**params)
+                else:
+                    self._dynamodb.update_table(**params)
+                    wait(self._dynamodb, self._target)
+            except (ClientError, BotoCoreError) as e:
+                report.unapplied.append(f"{request.setting} ({request.operation}): {_error(e)}")
+                continue
+            report.applied.append(request.operation)
+            self._announce(f"applied {request.setting} ({request.operation})")
+            made.update({"Tags": params["Tags"]} if "Tags" in params else params)
+        report.unapplied += check_created(self._dynamodb, made)
+        for line in report.unapplied[said:]:
+            self._warn(f"not applied: {line}")
+
+    def _after_load(self, report: ImportTableReport) -> None:
+        """PITR, auto scaling, then TTL: only now that the changes are in too."""
+        assert report.recreate is not None  # noqa: S101 - run() plans it first
+        clients = {"dynamodb": self._dynamodb, "application-autoscaling": self._autoscaling}
+        applied, failed = apply_after(clients, report.recreate, skip_unapplicable=True)
+        report.applied += [r.operation for r in applied]
+        for request in applied:
+            self._announce(f"applied {request.setting} ({request.operation})")
+        for line in failed:
+            self._warn(f"not applied: {line}")
+        report.unapplied += failed
+        # Without the flag, anything unapplicable was refused before the import: what is
+        # listed now failed once the items were in.
+        if report.unapplied and not self._options.settings.skip_unapplicable:
+            raise UnapplicableSettingsError(
+                f"the items were restored into {self._target!r}, but these settings could not "
+                f"be applied: {'; '.join(report.unapplied)} (apply them yourself; {SKIP_FLAG} "
+                "accepts this)"
             )
 
     def _apply_changes(self, plan: Any, report: ImportTableReport) -> None:
@@ -446,12 +621,15 @@ def run_command(args: Any, as_of_us: int) -> int:
             max_wcu=args.max_wcu,
             shard_digits=args.shard_digits,
             skip_corrupt=args.skip_corrupt,
+            settings=overrides_from(args),
+            target_account=caller_account(settings),
         ),
         announce=announce,
         warn=warn,
         progress=progress,
         executor=executor,
         client_factories=(ClientFactory("s3", settings), ClientFactory("dynamodb", settings)),
+        autoscaling=make_client("application-autoscaling", settings),
     )
     try:
         report = restorer.run()
@@ -463,7 +641,8 @@ def run_command(args: Any, as_of_us: int) -> int:
         emit_json(report.as_json())
         return 0
     if report.dry_run:
-        print(f"would call ImportTable: {report.request}")
+        for line in report.lines():
+            print(line)
         print(
             f"{args.table} as of {format_time_us(report.as_of_us)} -> {args.to} (import-table, "
             f"dry run): snapshot {report.snapshot} ({report.snapshot_items} items) then would "

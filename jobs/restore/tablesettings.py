@@ -88,20 +88,7 @@ class RecreatePlan:
     origin: str = ""  # where the settings come from
 
     def summary(self) -> str:
-        params = self.create.params
-        if params.get("BillingMode") == "PAY_PER_REQUEST":
-            parts = ["on-demand"]
-        else:
-            capacity = params.get("ProvisionedThroughput") or {}
-            parts = [
-                f"provisioned {capacity.get('ReadCapacityUnits')} RCU/"
-                f"{capacity.get('WriteCapacityUnits')} WCU"
-            ]
-        for key, word in (("GlobalSecondaryIndexes", "global"), ("LocalSecondaryIndexes", "local")):
-            if params.get(key):
-                count = len(params[key])
-                parts.append(f"{count} {word} {'index' if count == 1 else 'indexes'}")
-        return ", ".join(parts)
+        return table_summary(self.create.params)
 
     def lines(self, target: str) -> list[str]:
         """What a dry run prints: the exact requests, in the order they would be sent."""
@@ -123,12 +110,35 @@ class RecreatePlan:
         }
 
 
+def table_summary(params: Mapping[str, Any]) -> str:
+    """Billing and indexes of a CreateTable (or ImportTable's TableCreationParameters)."""
+    if params.get("BillingMode") == "PAY_PER_REQUEST":
+        parts = ["on-demand"]
+    else:
+        capacity = params.get("ProvisionedThroughput") or {}
+        parts = [
+            f"provisioned {capacity.get('ReadCapacityUnits')} RCU/"
+            f"{capacity.get('WriteCapacityUnits')} WCU"
+        ]
+    for key, word in (("GlobalSecondaryIndexes", "global"), ("LocalSecondaryIndexes", "local")):
+        if params.get(key):
+            count = len(params[key])
+            parts.append(f"{count} {word} {'index' if count == 1 else 'indexes'}")
+    return ", ".join(parts)
+
+
 def origin_of(settings: TableSettings | None, from_file: bool) -> str:
     if settings is None:
         return "the backup records no table settings: key schema only, on-demand billing"
     if from_file:
         return "settings from --settings-from"
     part = settings.part(TABLE)
+    if not part.captured:
+        # e.g. a snapshot imported from a DynamoDB export while the table was out of reach
+        return (
+            f"the backup records no table description (not captured: {part.not_captured}): "
+            "key schema only, on-demand billing"
+        )
     when = part.captured_at_us or settings.captured_at_us
     source = f" ({part.source})" if part.source else ""
     return f"settings captured at {format_time_us(when)}{source}"
@@ -477,9 +487,12 @@ _IMPORT_TABLE_KEYS = (
 
 def import_table_parameters(plan: RecreatePlan) -> tuple[dict[str, Any], list[Request], list[str]]:
     """For `restore --via import-table`: ImportTable's TableCreationParameters from the same
-    plan, the requests that give the imported table the rest (stream, deletion protection,
-    table class, tags) before the after-load ones, and what ImportTable cannot make at all
-    (local indexes exist only from CreateTable)."""
+    plan, the requests that give the imported table the rest once the import is done
+    (UpdateTable for the stream, table class and deletion protection, one each; TagResource
+    with the placeholder ARN `<the ARN of TARGET>`, filled in when it is sent), and what
+    ImportTable cannot make at all (local indexes exist only from CreateTable). The plan's
+    after-load requests (PITR, auto scaling, TTL last) follow the changes after the
+    snapshot, as they follow the load of a created table."""
     create = dict(plan.create.params)
     params = {k: create[k] for k in _IMPORT_TABLE_KEYS if k in create}
     used = {k["AttributeName"] for k in params["KeySchema"]} | {
@@ -490,15 +503,17 @@ def import_table_parameters(plan: RecreatePlan) -> tuple[dict[str, Any], list[Re
     ]
     target = create["TableName"]
     before: list[Request] = []
-    update: dict[str, Any] = {
-        k: create[k]
-        for k in ("StreamSpecification", "DeletionProtectionEnabled", "TableClass")
-        if k in create
-    }
-    if update:
-        before.append(
-            Request("dynamodb", "UpdateTable", {"TableName": target, **update}, "table settings")
-        )
+    # One setting per UpdateTable: DynamoDB takes one such change at a time (the table is
+    # UPDATING until it is done), so each is sent once the table is ACTIVE again.
+    for key, setting in (
+        ("StreamSpecification", "stream"),
+        ("TableClass", "table class"),
+        ("DeletionProtectionEnabled", "deletion protection"),
+    ):
+        if key in create:
+            before.append(
+                Request("dynamodb", "UpdateTable", {"TableName": target, key: create[key]}, setting)
+            )
     if create.get("Tags"):
         before.append(
             Request(
@@ -574,7 +589,7 @@ def create_from_plan(
                 # request again), or another client did: the key check below decides.
                 existed = True
                 break
-            blamed = _blamed(str(e.response.get("Error", {}).get("Message", "")), params)
+            blamed = blamed_setting(str(e.response.get("Error", {}).get("Message", "")), params)
             if code not in _UNAPPLICABLE_CODES or blamed is None:
                 raise StorageError(f"CreateTable on table {target!r} failed: {e}") from e
             key, name = blamed
@@ -607,7 +622,8 @@ def create_from_plan(
     return unapplied + missing
 
 
-def _blamed(message: str, params: Mapping[str, Any]) -> tuple[str, str] | None:
+def blamed_setting(message: str, params: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(parameter, what it is called) that a refusal's message names, among `params`."""
     text = message.lower()
     for words, key, name in _BLAME:
         if key in params and any(w in text for w in words):

@@ -23,6 +23,7 @@ from jobs.restore.importtable import (
     data_prefix,
     import_table_request,
 )
+from jobs.restore.tablesettings import SettingsOverrides, UnapplicableSettingsError
 from tests.jobs.restore.restore_fixtures import (
     BUCKET,
     SECOND,
@@ -36,6 +37,18 @@ from tests.jobs.restore.restore_fixtures import (
 )
 
 SCHEMA = (KeyAttribute("pk", "S", "HASH"), KeyAttribute("sk", "N", "RANGE"))
+PARAMS = {
+    "TableName": "copy",
+    "AttributeDefinitions": [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "N"},
+    ],
+    "KeySchema": [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ],
+    "BillingMode": "PAY_PER_REQUEST",
+}
 ESCAPES = {"S": 'a "quoted" \\ back\nslash\t\u2028 ü \u0000'}
 
 
@@ -72,7 +85,7 @@ def restorer(b: Backup, target: str, as_of: int, **options: Any) -> ImportTableR
 
 def test_the_import_table_request(backup: Backup) -> None:  # noqa: F811
     snapshot, _, _ = _history(backup)
-    request = import_table_request(BUCKET, "", snapshot, "copy", SCHEMA)
+    request = import_table_request(BUCKET, "", snapshot, dict(PARAMS))
     assert request == {
         "S3BucketSource": {
             "S3Bucket": BUCKET,
@@ -80,27 +93,18 @@ def test_the_import_table_request(backup: Backup) -> None:  # noqa: F811
         },
         "InputFormat": "DYNAMODB_JSON",
         "InputCompressionType": "GZIP",
-        "TableCreationParameters": {
-            "TableName": "copy",
-            "AttributeDefinitions": [
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "N"},
-            ],
-            "KeySchema": [
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-            "BillingMode": "PAY_PER_REQUEST",
-        },
+        "TableCreationParameters": PARAMS,
         "ClientToken": request["ClientToken"],
     }
     assert len(request["ClientToken"]) == 32
     # the same restore asks with the same token (a retry returns the same import)
-    assert import_table_request(BUCKET, "", snapshot, "copy", SCHEMA) == request
-    assert (
-        import_table_request(BUCKET, "", snapshot, "other", SCHEMA)["ClientToken"]
-        != (request["ClientToken"])
-    )
+    assert import_table_request(BUCKET, "", snapshot, dict(PARAMS)) == request
+    # another target, or other parameters (DynamoDB refuses a token reused with them): another
+    for other in ({**PARAMS, "TableName": "other"}, {**PARAMS, "BillingMode": "PROVISIONED"}):
+        assert (
+            import_table_request(BUCKET, "", snapshot, other)["ClientToken"]
+            != (request["ClientToken"])
+        )
 
 
 def test_the_prefix_import_table_loads_holds_exactly_the_snapshot(backup: Backup) -> None:  # noqa: F811
@@ -112,7 +116,7 @@ def test_the_prefix_import_table_loads_holds_exactly_the_snapshot(backup: Backup
     as_of = start + 30 * SECOND
     snapshot = backup.compact(as_of, shard_digits=1)
     # WHEN the objects under the request's prefix are read as ImportTable reads them
-    prefix = import_table_request(BUCKET, "", snapshot, "copy", SCHEMA)["S3BucketSource"]
+    prefix = import_table_request(BUCKET, "", snapshot, dict(PARAMS))["S3BucketSource"]
     listing = backup.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix["S3KeyPrefix"])
     items = {}
     for entry in listing["Contents"]:
@@ -257,8 +261,8 @@ def test_an_import_that_did_not_load_everything_fails(
         restorer(backup, "copy", t2, dynamodb=stub).run()
 
 
-def test_what_import_table_cannot_carry_is_said(backup: Backup) -> None:  # noqa: F811
-    # GIVEN a source table with a local and a global secondary index
+def test_local_indexes_are_refused_unless_skipped(backup: Backup) -> None:  # noqa: F811
+    # GIVEN a source table with a local and a global secondary index, recorded by compaction
     backup.dynamodb.delete_table(TableName=TABLE)
     create_table(
         backup.dynamodb,
@@ -283,10 +287,22 @@ def test_what_import_table_cannot_carry_is_said(backup: Backup) -> None:  # noqa
         ],
     )
     _, _, t2 = _history(backup)
+    # WHEN it is restored through ImportTable: THEN the local index it cannot create stops
+    # the restore before anything is created, as an unapplicable setting of CreateTable does
+    with pytest.raises(UnapplicableSettingsError, match="local index by_status: ImportTable"):
+        restorer(backup, "copy", t2).run()
+    assert "copy" not in backup.dynamodb.list_tables()["TableNames"]
+    # AND with --skip-unapplicable it is named and left out; the global index is created
     messages: list[str] = []
-    restorer(backup, "copy", t2, messages=messages).run()
-    assert any("local secondary index by_status" in m for m in messages)
-    assert any("global secondary index by_sk" in m for m in messages)
+    report = restorer(
+        backup, "copy", t2, messages=messages, settings=SettingsOverrides(skip_unapplicable=True)
+    ).run()
+    assert any("local index by_status" in m for m in messages)
+    assert "local index by_status" in report.as_json()["settings"]["unapplied"][0]
+    created = backup.dynamodb.describe_table(TableName="copy")["Table"]
+    assert [i["IndexName"] for i in created["GlobalSecondaryIndexes"]] == ["by_sk"]
+    assert not created.get("LocalSecondaryIndexes")
+    assert backup.target_items("copy") == backup.oracle(t2)
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -320,7 +336,8 @@ def test_cli_dry_run_calls_nothing(backup: Backup, capsys: pytest.CaptureFixture
         "--via", "import-table", "--dry-run",
     )  # fmt: skip
     assert code == 0
-    assert out.startswith("would call ImportTable: {'S3BucketSource'")
+    assert out.startswith("would import table 'copy' (on-demand) from snapshot ")
+    assert "\nImportTable {\n" in out
     assert "would put 2, would delete 1" in out
     assert "copy" not in backup.dynamodb.list_tables()["TableNames"]
 

@@ -284,12 +284,19 @@ def test_import_table_parameters_come_from_the_same_plan(recorded: TableSettings
         "sk",
         "status",
     ]
-    assert [r.operation for r in before] == ["UpdateTable", "TagResource"]
-    assert before[0].params == {
-        "TableName": "copy",
-        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        "DeletionProtectionEnabled": True,
-    }
+    # One change per UpdateTable (DynamoDB takes one at a time), then the tags.
+    assert [(r.operation, r.setting) for r in before] == [
+        ("UpdateTable", "stream"),
+        ("UpdateTable", "deletion protection"),
+        ("TagResource", "tags"),
+    ]
+    assert [r.params for r in before[:2]] == [
+        {
+            "TableName": "copy",
+            "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        },
+        {"TableName": "copy", "DeletionProtectionEnabled": True},
+    ]
     assert lost == [
         "local index by_created: ImportTable creates no local indexes (restore without "
         "--via import-table to keep them)"
