@@ -6,8 +6,11 @@ Everything is checked before anything is committed or written: the manifests, th
 ARN, the key schema, the windows (a gap is refused without --allow-gap), and every data
 file (MD5, item count, each line). A full export's snapshot is committed only after all
 of its files are built; incremental exports are checked in full before their first change
-is written. Records under `<table>/v1/imports/` make a second import of the same export a
-no-op and let an interrupted one resume (docs/FORMAT.md).
+is written. An export carries no table settings: a full export's snapshot records the
+source table's, read as compaction reads them (beside the import, within its time budget)
+when the table the export's ARN names can be described here, and otherwise a document
+saying why there are none. Records under `<table>/v1/imports/` make a second import of the
+same export a no-op and let an interrupted one resume (docs/FORMAT.md).
 """
 
 from __future__ import annotations
@@ -56,10 +59,20 @@ from compaction.keyschema import describe_key_schema
 from compaction.manifest import Column, ColumnStats, Counts, KeyAttribute, Manifest, snapshot_id
 from compaction.rowformat import DATA_LAYOUT
 from compaction.s3errors import translate
+from compaction.settingsstore import upload_settings
 from compaction.state import auto_shard_digits
+from compaction.tablesettings import (
+    DEFAULT_CAPTURE_SECONDS,
+    TABLE,
+    BackgroundCapture,
+    TableSettings,
+    capture_settings,
+    not_captured,
+)
 from compaction.versions import put_json
 
 ORIGIN = "import-export"
+NO_SETTINGS = "a DynamoDB export carries no table settings"
 Progress = Callable[[str, int, int], None]
 
 
@@ -164,10 +177,14 @@ class ExportImporter:
         clock: Callable[[], float] = time.time,
         progress: Progress | None = None,
         bucket_clock: BucketClock | None = None,
+        autoscaling: Any | None = None,
+        capture_budget_seconds: float = DEFAULT_CAPTURE_SECONDS,
     ) -> None:
         """`source` is s3://BUCKET/PREFIX/ of the exports; a distributed `executor` needs
         `s3_factory` (a picklable callable building an S3 client on a worker).
-        `bucket_clock`: S3's clock (default: the backup bucket's, `clock` as the host's)."""
+        `bucket_clock`: S3's clock (default: the backup bucket's, `clock` as the host's).
+        `dynamodb` (and `autoscaling`, Application Auto Scaling) read the source table's
+        settings into a full export's snapshot, as compaction does."""
         if not source.startswith("s3://"):
             raise UserInputError(f"--from {source!r}: expected s3://BUCKET/PREFIX/")
         self._source_bucket, _, self._source_prefix = source[len("s3://") :].partition("/")
@@ -187,6 +204,8 @@ class ExportImporter:
         self._clock = clock
         self._now = bucket_clock or BucketClock(s3, bucket, host=clock)
         self._progress = progress or (lambda phase, done, total: None)
+        self._autoscaling = autoscaling
+        self._capture_budget = capture_budget_seconds
 
     # ---- planning ----------------------------------------------------------------------
 
@@ -488,6 +507,7 @@ class ExportImporter:
         run_id = uuid.uuid4().hex[:12]
         run_root = catalog.run_prefix(self._prefix, self._table, snapshot, run_id)
         started_us = self._now.now_us()  # the listing watermark: S3's clock
+        capture = self._start_capture(summary)
         with tempfile.TemporaryDirectory(prefix="ddb-backup-import-") as tmp:
             local = None if self._executor.distributed else tmp
             task = self._items_task(summary, files, schema, run_root, local, digits)
@@ -508,7 +528,7 @@ class ExportImporter:
                 "units",
             )
         data = [f for u in units for f in (u.export, u.parquet) if f is not None]
-        data += self._settings_files(run_root)
+        data.append(upload_settings(self._s3, self._bucket, run_root, capture.result()))
         items = sum(u.rows for u in units)
         manifest = Manifest(
             id=snapshot,
@@ -548,14 +568,51 @@ class ExportImporter:
         outcome.snapshot = snapshot
         return outcome
 
-    def _settings_files(self, run_root: str) -> list[Any]:
-        """HOOK (table settings, issue 16): the source table's settings document, captured
-        and uploaded into `run_root` as compaction does, to be listed in the imported
-        snapshot's manifest. An export does not carry settings; until the capture lands
-        here, an imported snapshot records none (restore --create-table then creates the
-        key schema only)."""
-        del run_root
-        return []
+    def _start_capture(self, summary: ExportSummary) -> BackgroundCapture:
+        """The source table's settings, read beside the import like compaction's capture
+        (never failing it, at most its budget long)."""
+        return BackgroundCapture(
+            lambda: self._capture(summary),
+            summary.table_name,
+            self._capture_budget,
+            clock=self._clock,
+        )
+
+    def _capture(self, summary: ExportSummary) -> TableSettings:
+        """Captured when the table the export's ARN names is the one DynamoDB describes
+        here; otherwise every part says that an export carries no settings, and why the
+        table could not be read instead."""
+        name, arn = summary.table_name, summary.table_arn
+        now_us = int(self._clock() * 1_000_000)
+        if self._dynamodb is None:
+            return not_captured(name, f"{NO_SETTINGS} (no DynamoDB client to read {arn})", now_us)
+        region = getattr(getattr(self._dynamodb, "meta", None), "region_name", None)
+        parts = arn.split(":")
+        if len(parts) > 4 and parts[3] and region and parts[3] != region:
+            return not_captured(
+                name,
+                f"{NO_SETTINGS}, and its table {arn} is in {parts[3]}, not in {region} where "
+                "this import reads DynamoDB",
+                now_us,
+            )
+        settings = capture_settings(
+            self._dynamodb, name, autoscaling=self._autoscaling, clock=self._clock
+        )
+        if not settings.captured(TABLE):
+            return not_captured(
+                name,
+                f"{NO_SETTINGS}, and its table {arn} could not be described "
+                f"({settings.part(TABLE).not_captured})",
+                settings.captured_at_us,
+            )
+        if settings.table_arn and not same_table(settings.table_arn, arn):
+            return not_captured(
+                name,
+                f"{NO_SETTINGS}, and the table {name!r} here is {settings.table_arn}, not the "
+                f"exported {arn}",
+                settings.captured_at_us,
+            )
+        return settings
 
     def _map(self, work: Callable[[Any], Any], items: list[Any], phase: str) -> list[Any]:
         results = []

@@ -146,8 +146,10 @@ def settings_at(
         missing -= {name for name in PARTS if capture.settings.captured(name)}
         if not missing:
             break
-    if found:
+    if any(_useful(c) for c in found):
         return effective(found)
+    # Nothing at or before T captured anything (e.g. a snapshot imported from a DynamoDB
+    # export while its table was out of reach): a later capture is better than none.
     if not any(c.settings.captured(TABLE) for c in after):
         later = [i for i in ids if limit is not None and i > limit]
         for capture in _snapshot_captures(s3, bucket, prefix, table, later):
@@ -156,4 +158,11 @@ def settings_at(
                 break
     after.sort(key=lambda c: c.settings.captured_at_us)
     described = [c for c in after if c.settings.captured(TABLE)]
-    return effective(described[:1] or after[:1])
+    useful = [c for c in after if _useful(c)]
+    # No capture at all says why (found, else after, holds only documents of reasons).
+    return effective(described[:1] or useful[:1] or found or after[:1])
+
+
+def _useful(capture: Capture) -> bool:
+    """Whether a capture captured any part (one that captured none only says why)."""
+    return any(capture.settings.captured(name) for name in PARTS)

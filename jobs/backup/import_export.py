@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         args.source,
         prefix=args.prefix,
         dynamodb=make_client("dynamodb", settings),
+        autoscaling=make_client("application-autoscaling", settings),
         options=ImportOptions(
             export_ids=tuple(args.export_id),
             key_schema=key_schema,
