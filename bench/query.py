@@ -136,7 +136,7 @@ QUERIES = {
         "FROM lines GROUP BY 1 ORDER BY 1",
     ),
     "point_lookup": (
-        f"SELECT __item FROM items WHERE pk = '{LOOKUP}' AND sk = 0",
+        f"SELECT pk, sk, amount, country, status FROM items WHERE pk = '{LOOKUP}' AND sk = 0",
         f"SELECT Item FROM lines WHERE Item.pk.S = '{LOOKUP}' AND Item.sk.N = '0'",
     ),
 }
