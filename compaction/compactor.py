@@ -62,6 +62,9 @@ class CompactionResult:
     created: bool  # False: a snapshot for this as-of was already committed (no-op)
     seconds: float
     journal_check: JournalCheck | None = None  # with verify_journal
+    # changes stored with event time after the as-of (not in the snapshot): a later as-of,
+    # or waiting for the default one to pass them, would take them in
+    newer_changes: int = 0
 
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
@@ -239,7 +242,11 @@ class Compactor:
         if check is not None and check.missing:
             raise mismatch_error(check, manifest.id, self._table)
         return CompactionResult(
-            manifest, created=True, seconds=time.perf_counter() - started, journal_check=check
+            manifest,
+            created=True,
+            seconds=time.perf_counter() - started,
+            journal_check=check,
+            newer_changes=sum(r.newer_changes for r in changes),
         )
 
     def _planned(self, as_of_us: int) -> tuple[StatePlan, JournalCheck | None, int]:

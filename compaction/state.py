@@ -246,6 +246,9 @@ class UnitState:
     changed_keys: int = 0
     carried: int = 0
     newest_event_us: int | None = None
+    # distinct changes read with event time after the as-of (not in the state; every
+    # version written after the as-of is read, so none is missed)
+    newer_changes: int = 0
     skipped: list[SkippedVersion] = field(default_factory=list)
     # keys whose row (or tombstone, or absence) is not the base's: what changed after it
     changed: set[str] = field(default_factory=set)
@@ -392,9 +395,13 @@ class StateReader:
             best[key_plan.key_hash] = key_plan.winner(start_of(key_plan.key_hash))
         read = [row for p in key_plans for row in p.read]
         read += [row for grouped in journaled.values() for row in grouped]
+        newer: set[tuple[str, int, int]] = set()
         for row in read:
             if row.change.event_time_us <= plan.as_of_us:
                 state.newest_event_us = max(state.newest_event_us or 0, row.change.event_time_us)
+            else:
+                newer.add((row.key_hash, *row.change.order))
+        state.newer_changes = len(newer)
         return base_rows, best
 
     def _list(self, unit: str, state: UnitState) -> dict[str, list[Version]]:

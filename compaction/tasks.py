@@ -66,6 +66,7 @@ class UnitChangeResult:
     changed: int = 0  # keys whose row changes (the rows and tombstones a delta holds)
     items_delta: int = 0  # live items after minus before
     newest_event_us: int | None = None
+    newer_changes: int = 0  # changes read with event time after the as-of
     stats: Stats = field(default_factory=dict)  # of the changed live items
     skipped: list[SkippedVersion] = field(default_factory=list)
     sample_keys: dict[str, Any] | None = None
@@ -107,6 +108,7 @@ def phase_changes(task: UnitTask, work: UnitWork | str) -> UnitChangeResult:
         changed=len(changes.rows),
         items_delta=changes.items_delta,
         newest_event_us=state.newest_event_us,
+        newer_changes=state.newer_changes,
         skipped=state.skipped,
     )
     if not changes.rows:

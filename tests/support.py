@@ -103,3 +103,16 @@ def stored_bodies(s3: Any, bucket: str, prefix: str = "") -> list[dict[str, Any]
             body = s3.get_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
             bodies.append(json.loads(body["Body"].read()))
     return bodies
+
+
+ANSWERED = "ddb-backup: answered from "
+
+
+def answered(err: str) -> str:
+    """A successful query's stderr without its one note of which state answered (and as
+    of when): "" when that note was all it printed. A missing note stays visible."""
+    lines = err.splitlines(keepends=True)
+    notes = [line for line in lines if line.startswith(ANSWERED)]
+    if len(notes) != 1:
+        return err + f"<expected one line starting {ANSWERED!r}>"
+    return "".join(line for line in lines if not line.startswith(ANSWERED))

@@ -7,6 +7,7 @@ from typing import Any
 
 from backup_lambda.errors import UserInputError
 from backup_lambda.layout import format_time_us
+from compaction.backfills import not_before_backfill
 from compaction.clock import BucketClock
 from compaction.compactor import CompactionConfig, Compactor
 from compaction.policy import DEFAULT_MAX_CHAIN, DEFAULT_MAX_CHANGED_SHARE, SnapshotPolicy
@@ -128,8 +129,9 @@ def run(args: argparse.Namespace) -> int:
     now_us = clock.now_us()
     for warning in clock.warnings():
         note(args, warning)
+    defaulted = as_of is None
     if as_of is None:
-        as_of = now_us - args.settle * 1_000_000
+        as_of = _default_as_of(args, s3, now_us)
     elif as_of > now_us:
         raise UserInputError(
             f"--as-of {format_time_us(as_of)} is later than S3's clock "
@@ -200,6 +202,18 @@ def run(args: argparse.Namespace) -> int:
             "item_versions_compared": check.compared,
             "missing": len(check.missing),
         }
+    if result.created and result.newer_changes:
+        summary["newer_changes"] = result.newer_changes
+        hint = (
+            f"pass a later --as-of, or wait: the default as-of stays {args.settle} s behind now"
+            if defaulted
+            else "pass a later --as-of to include them"
+        )
+        note(
+            args,
+            f"{result.newer_changes} changes are newer than the as-of "
+            f"{format_time_us(manifest.as_of_us)} and not in this snapshot; {hint}",
+        )
     if args.json:
         emit_json(summary)
     elif result.created:
@@ -226,3 +240,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"snapshot {manifest.id} already committed; nothing to do")
     return 0
+
+
+def _default_as_of(args: argparse.Namespace, s3: Any, now_us: int) -> int:
+    """Now minus the settle window, but never before the newest backfill."""
+    as_of, backfill = not_before_backfill(
+        s3, args.bucket, args.prefix, args.table, now_us - int(args.settle) * 1_000_000, now_us
+    )
+    if backfill is not None:
+        note(
+            args,
+            f"as-of {format_time_us(as_of)}: the time of backfill {backfill.run_id} "
+            f"({backfill.items} items), later than now minus --settle",
+        )
+    return as_of

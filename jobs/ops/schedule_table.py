@@ -15,6 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from backup_lambda.errors import ConfigError
 from backup_lambda.layout import format_time_us, normalize_prefix
 from compaction import catalog
+from compaction.backfills import not_before_backfill
 from compaction.compactor import CompactionConfig, Compactor
 from compaction.journal import JOURNAL
 from compaction.newchanges import NewChanges, SnapshotBound, changes_after
@@ -114,6 +115,10 @@ def compact_table(
         if newest is None or (bound is not None and newest.id == bound.id):
             break
         bound = newest
+    if bound is None:  # the first snapshot: it holds a backfill made within the settle
+        as_of, _ = not_before_backfill(
+            s3, config.bucket, config.prefix, table, as_of, int(now * 1_000_000)
+        )
     if bound is not None and bound != state.snapshot:
         state = dataclasses.replace(state, snapshot=bound)
         if skip is not None:

@@ -12,10 +12,12 @@ from typing import Any, TextIO
 import duckdb
 
 from backup_lambda.errors import BackupError, UserInputError
+from backup_lambda.layout import format_time_us
 from compaction.filecache import CACHE_ENV, FileCache, default_cache_dir
 from compaction.manifest import SkippedVersion
 from jobs.cli.args import parse_time
 from jobs.cli.clients import make_client, settings_from
+from jobs.cli.output import note
 from jobs.query.limits import (
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_TIMEOUT_SECONDS,
@@ -125,8 +127,12 @@ def run(args: argparse.Namespace) -> int:
                 count = write_result(
                     out, args.format, names, _batches(cursor, args.memory_limit), json_columns
                 )
+    # which state answered, and as of when (the view `snapshots` says more)
+    answered = f"{session.source}, as of {format_time_us(session.as_of_us or 0)}"
     if args.output:
-        print(f"{count} rows from {session.source} written to {args.output}", file=sys.stderr)
+        print(f"{count} rows from {answered} written to {args.output}", file=sys.stderr)
+    else:
+        note(args, f"answered from {answered}")
     return 0
 
 

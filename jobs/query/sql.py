@@ -80,6 +80,7 @@ class SqlSession:
         self.con = duckdb.connect(":memory:")
         self.source: str = ""
         self.change_source: str | None = None  # --as-of: how changes after the base were found
+        self.as_of_us: int | None = None  # the time the view `items` is the state at
         self.skipped: list[SkippedVersion] = []  # unreadable versions skipped (--skip-corrupt)
         self._cleanup = contextlib.ExitStack()
         if cache is None:
@@ -136,6 +137,7 @@ class SqlSession:
                 self._s3, self._bucket, self._prefix, self._table, chosen, e, "query"
             ) from e
         self._register(levels, list(chosen.columns), manifests)
+        self.as_of_us = chosen.as_of_us
         self.source = (
             f"snapshot {chosen.id}"
             if len(chain) == 1
@@ -187,6 +189,7 @@ class SqlSession:
         level = self._level("asof", [str(f) for f in files], [], columns, DATA_LAYOUT)
         self._register([level], columns, self._manifests())
         self.change_source = plan.source.kind
+        self.as_of_us = as_of_us
         self.source = (
             f"snapshot {plan.base.id} + changes by {plan.source.kind}"
             if plan.base

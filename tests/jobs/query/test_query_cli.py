@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from backup_lambda.layout import format_time_us
+from compaction.manifest import snapshot_id
 from tests.jobs.restore.restore_fixtures import (
     SECOND,
     Backup,
@@ -22,6 +24,7 @@ from tests.jobs.restore.restore_fixtures import (
     server,  # noqa: F401 - fixture
     standin_server,  # noqa: F401 - fixture
 )
+from tests.support import answered
 
 BUCKET = "query-cli"
 EMPTY_BUCKET = "query-cli-no-snapshot"
@@ -87,7 +90,7 @@ SQL = "SELECT pk, sk, status, total, note, tags, blob FROM items ORDER BY sk"
 
 def test_table_format(capsys: pytest.CaptureFixture[str], server: Server, data: Data) -> None:  # noqa: F811
     code, out, err = query(capsys, server, "SELECT sk, status, total FROM items ORDER BY sk")
-    assert (code, err) == (0, "")
+    assert (code, answered(err)) == (0, "")
     lines = out.splitlines()
     assert lines[0].split(" | ") == ["sk", "status", "total"]
     assert set(lines[1]) <= {"-", "+"}
@@ -99,7 +102,7 @@ def test_table_format(capsys: pytest.CaptureFixture[str], server: Server, data: 
 
 def test_csv_format(capsys: pytest.CaptureFixture[str], server: Server, data: Data) -> None:  # noqa: F811
     code, out, err = query(capsys, server, "--format", "csv", SQL)
-    assert (code, err) == (0, "")
+    assert (code, answered(err)) == (0, "")
     rows = list(csv.reader(io.StringIO(out)))
     assert rows[0] == ["pk", "sk", "status", "total", "note", "tags", "blob"]
     assert len(rows) == 7
@@ -124,7 +127,7 @@ def test_csv_quotes_awkward_values(
 
 def test_jsonl_format(capsys: pytest.CaptureFixture[str], server: Server, data: Data) -> None:  # noqa: F811
     code, out, err = query(capsys, server, "--format", "jsonl", SQL + ", __item")
-    assert (code, err) == (0, "")
+    assert (code, answered(err)) == (0, "")
     rows = [json.loads(line) for line in out.splitlines()]
     assert len(rows) == 6
     first = rows[0]
@@ -153,7 +156,7 @@ def test_time_spans_and_other_duckdb_types_print_in_every_format(
         "{'span': INTERVAL 90 MINUTE, 'ids': ['00000000-0000-0000-0000-00000000002a'::UUID]} "
         "AS nested, 'nan'::DOUBLE AS nan, -'inf'::DOUBLE AS minus_inf FROM items",
     )
-    assert (code, err) == (0, "")
+    assert (code, answered(err)) == (0, "")
     assert "00000000-0000-0000-0000-00000000002a" in out
     if fmt == "jsonl":
         row = json.loads(out, parse_constant=lambda name: pytest.fail(f"not JSON: {name}"))
@@ -257,7 +260,7 @@ def test_snapshots_view_lists_committed_snapshots(
         "SELECT id, epoch_us(as_of) AS as_of, items, bytes > 0 AS has_bytes, base "
         "FROM snapshots ORDER BY as_of",
     )
-    assert (code, err) == (0, "")
+    assert (code, answered(err)) == (0, "")
     first, second = (json.loads(line) for line in out.splitlines())
     assert (first["as_of"], first["items"], first["has_bytes"], first["base"]) == (
         data.first,
@@ -287,7 +290,7 @@ def test_no_snapshot_and_no_as_of_is_a_clear_error(
         "SELECT status, (SELECT count(*) FROM snapshots) AS snapshots FROM items",
         bucket=EMPTY_BUCKET,
     )
-    assert (code, err) == (0, "")
+    assert (code, answered(err)) == (0, "")
     assert json.loads(out) == {"status": "only versions", "snapshots": 0}
 
 
@@ -298,10 +301,10 @@ def test_empty_states_give_empty_results(
 ) -> None:
     count = "SELECT count(*) AS n, count(__item) AS items FROM items"
     code, out, err = query(capsys, server, "--format", "jsonl", count, bucket=EMPTY_SNAPSHOT_BUCKET)
-    assert (code, err, json.loads(out)) == (0, "", {"n": 0, "items": 0})
+    assert (code, answered(err), json.loads(out)) == (0, "", {"n": 0, "items": 0})
     before = str((data.first - 3600 * SECOND) / SECOND)
     code, out, err = query(capsys, server, "--format", "jsonl", "--as-of", before, count)
-    assert (code, err, json.loads(out)) == (0, "", {"n": 0, "items": 0})
+    assert (code, answered(err), json.loads(out)) == (0, "", {"n": 0, "items": 0})
     code, out, err = query(
         capsys, server, "--format", "csv", "--as-of", before, "SELECT * FROM items"
     )
@@ -532,4 +535,27 @@ def test_endpoint_from_the_environment(
         ]
     )
     out, err = capsys.readouterr()
-    assert (code, err, out.split()) == (0, "", ["n", "6"])
+    assert (code, answered(err), out.split()) == (0, "", ["n", "6"])
+
+
+def test_stderr_says_which_snapshot_and_as_of_answered(
+    capsys: pytest.CaptureFixture[str],
+    server: Server,  # noqa: F811
+    data: Data,
+) -> None:
+    # GIVEN two snapshots WHEN the newest is queried THEN stderr names it and its as-of
+    code, _, err = query(capsys, server, "SELECT count(*) FROM items")
+    second = snapshot_id(data.second)
+    assert (code, err) == (
+        0,
+        f"ddb-backup: answered from snapshot {second}, as of {format_time_us(data.second)}\n",
+    )
+    # WHEN a time between them is asked for THEN the older snapshot plus changes, at that time
+    between = data.first + 5 * SECOND
+    code, _, err = query(capsys, server, "--as-of", str(between / SECOND), "SELECT 1")
+    assert code == 0
+    assert err.startswith(f"ddb-backup: answered from snapshot {snapshot_id(data.first)} + ")
+    assert err.endswith(f", as of {format_time_us(between)}\n")
+    # and --quiet drops the note
+    code, _, err = query(capsys, server, "--quiet", "SELECT 1")
+    assert (code, err) == (0, "")
