@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backup_lambda.errors import CorruptSnapshotError
-from compaction import catalog, exportmanifests
+from compaction import catalog, commitcheck, exportmanifests
 from compaction.clock import BucketClock
 from compaction.columns import AttributeStats, Stats, choose_columns, merge_stats
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
@@ -20,6 +20,7 @@ from compaction.fallback import damaged_snapshot
 from compaction.journal import JOURNAL
 from compaction.journalcheck import JournalCheck, check_journal, mismatch_error
 from compaction.keyschema import resolve_key_schema
+from compaction.lease import RENEW_SECONDS, RunLease
 from compaction.manifest import Column, ColumnStats, Counts, DataFile, Manifest, snapshot_id
 from compaction.policy import SnapshotPolicy, column_change, decide, delta_columns
 from compaction.rowformat import DATA_LAYOUT
@@ -54,6 +55,8 @@ class CompactionConfig:
     # snapshot; the capture runs beside the run and gets at most this long.
     capture_settings: bool = True
     settings_budget_seconds: float = DEFAULT_CAPTURE_SECONDS
+    # The run's lease (compaction.lease) is written again this often while it runs.
+    lease_seconds: float = RENEW_SECONDS
 
 
 @dataclass(frozen=True)
@@ -117,10 +120,37 @@ class Compactor:
         ) is not None:
             return CompactionResult(existing, created=False, seconds=time.perf_counter() - started)
         plan, check, watermark_us = self._planned(as_of_us)
-        base = plan.base
         capture = self._start_capture()
         run_id = uuid.uuid4().hex[:12]
         run_root = catalog.run_prefix(self._prefix, self._table, snapshot, run_id)
+        with RunLease(self._s3, self._bucket, run_root, run_id, self._config.lease_seconds):
+            manifest, newer = self._build(as_of_us, plan, watermark_us, capture, run_id, run_root)
+            # Every file it lists is still there (an expire may have run meanwhile).
+            commitcheck.confirm_files(self._s3, self._bucket, manifest)
+            catalog.commit(self._s3, self._bucket, self._prefix, manifest)
+        if check is not None and check.missing:
+            raise mismatch_error(check, manifest.id, self._table)
+        return CompactionResult(
+            manifest,
+            created=True,
+            seconds=time.perf_counter() - started,
+            journal_check=check,
+            newer_changes=newer,
+        )
+
+    def _build(
+        self,
+        as_of_us: int,
+        plan: StatePlan,
+        watermark_us: int,
+        capture: BackgroundCapture | None,
+        run_id: str,
+        run_root: str,
+    ) -> tuple[Manifest, int]:
+        """Write the snapshot's files under `run_root`: (the manifest to commit, the
+        changes seen that are newer than the as-of)."""
+        base = plan.base
+        snapshot = snapshot_id(as_of_us)
         # The GETs in flight are shared by the units that run at once: a table of one
         # unit reads with all of them.
         at_once = min(len(plan.units), self._executor.concurrency)
@@ -238,16 +268,7 @@ class Compactor:
             manifest,
             parent_as_of_us=base.as_of_us if base and manifest.kind == "delta" else None,
         )
-        catalog.commit(self._s3, self._bucket, self._prefix, manifest)
-        if check is not None and check.missing:
-            raise mismatch_error(check, manifest.id, self._table)
-        return CompactionResult(
-            manifest,
-            created=True,
-            seconds=time.perf_counter() - started,
-            journal_check=check,
-            newer_changes=sum(r.newer_changes for r in changes),
-        )
+        return manifest, sum(r.newer_changes for r in changes)
 
     def _planned(self, as_of_us: int) -> tuple[StatePlan, JournalCheck | None, int]:
         """(the plan; with verify_journal, the check of its journal window, which, when

@@ -40,6 +40,7 @@ from compaction.awsexport import (
 )
 from compaction.clock import BucketClock
 from compaction.columns import choose_columns, merge_stats
+from compaction.commitcheck import confirm_files
 from compaction.executor import ThreadUnitExecutor, UnitExecutor
 from compaction.exportmanifests import add_export_manifests
 from compaction.importtasks import (
@@ -56,6 +57,7 @@ from compaction.importtasks import (
     write_changes_file,
 )
 from compaction.keyschema import describe_key_schema
+from compaction.lease import RunLease
 from compaction.manifest import Column, ColumnStats, Counts, KeyAttribute, Manifest, snapshot_id
 from compaction.rowformat import DATA_LAYOUT
 from compaction.s3errors import translate
@@ -508,7 +510,10 @@ class ExportImporter:
         run_root = catalog.run_prefix(self._prefix, self._table, snapshot, run_id)
         started_us = self._now.now_us()  # the listing watermark: S3's clock
         capture = self._start_capture(summary)
-        with tempfile.TemporaryDirectory(prefix="ddb-backup-import-") as tmp:
+        # The lease keeps `expire` off the run folder while the files are written (its last
+        # renewal also counts as the folder's newest file for the grace period).
+        lease = RunLease(self._s3, self._bucket, run_root, run_id)
+        with lease, tempfile.TemporaryDirectory(prefix="ddb-backup-import-") as tmp:
             local = None if self._executor.distributed else tmp
             task = self._items_task(summary, files, schema, run_root, local, digits)
             partitions: list[Partition] = self._map(
@@ -562,6 +567,7 @@ class ExportImporter:
         manifest = add_export_manifests(
             self._s3, self._bucket, self._prefix, manifest, table_arn=summary.table_arn
         )
+        confirm_files(self._s3, self._bucket, manifest)
         catalog.commit(self._s3, self._bucket, self._prefix, manifest)
         self._put_record(summary, snapshot, 0)
         outcome = self._outcome(summary, "imported")

@@ -17,6 +17,7 @@ from backup_lambda.errors import NotFoundError, UserInputError
 from backup_lambda.layout import format_time_us, items_prefix
 from compaction import catalog
 from compaction.journal import has_journal
+from compaction.lease import LEASE_NAME, LIVE_US
 from compaction.manifest import Manifest
 from compaction.retention import (
     RetentionPolicy,
@@ -45,6 +46,9 @@ from jobs.ops.expire_journal import (
 
 TOMBSTONE = "expired.json"
 DEFAULT_GRACE_HOURS = 24.0
+# Shorter, and a compaction's early files could go while it still runs (its lease protects
+# it beyond that; compaction.lease).
+MIN_GRACE_HOURS = 1.0
 
 
 @dataclass
@@ -55,6 +59,8 @@ class ExpireReport:
     expired: list[str] = field(default_factory=list)  # manifests removed in this run
     deleted_runs: list[str] = field(default_factory=list)  # run folders whose files went
     waiting_runs: list[str] = field(default_factory=list)  # unreferenced, inside the grace
+    # unreferenced, with a lease renewed lately: a compaction still writing them
+    running_runs: list[str] = field(default_factory=list)
     deleted_objects: int = 0
     freed_bytes: int = 0
     lifecycle: dict[str, Any] | None = None
@@ -185,6 +191,9 @@ class Expirer:
         for (snapshot, run), refs in sorted(objects.items()):
             if run in {"manifest", "tombstone"} or (snapshot, run) in referenced:
                 continue
+            if self._running(snapshot, refs, objects):
+                report.running_runs.append(f"{snapshot}/run-{run}")
+                continue
             stamps = [int(r.last_modified.timestamp() * 1_000_000) for r in refs]
             stamps += [
                 int(r.last_modified.timestamp() * 1_000_000)
@@ -201,6 +210,24 @@ class Expirer:
             if not self._dry_run:
                 self._delete(refs)
         self._drop_spent_tombstones(objects, report)
+
+    def _running(
+        self,
+        snapshot: str,
+        refs: list[VersionRef],
+        objects: dict[tuple[str, str], list[VersionRef]],
+    ) -> bool:
+        """A run folder whose lease (compaction.lease) was written within LIVE_US, of a
+        snapshot neither committed nor expired (a run starts only for such a snapshot): its
+        run is still going, whatever the grace period."""
+        if (snapshot, "manifest") in objects or (snapshot, "tombstone") in objects:
+            return False
+        leases = [
+            int(r.last_modified.timestamp() * 1_000_000)
+            for r in refs
+            if r.key.endswith(f"/{LEASE_NAME}")
+        ]
+        return bool(leases) and self._now_us - max(leases) < LIVE_US
 
     def _drop_spent_tombstones(
         self, objects: dict[tuple[str, str], list[VersionRef]], report: ExpireReport
@@ -303,7 +330,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--grace-hours",
         type=float,
         default=DEFAULT_GRACE_HOURS,
-        help="files of removed or unfinished snapshots stay this long (default 24)",
+        help=f"files of removed or unfinished snapshots stay this long, at least "
+        f"{MIN_GRACE_HOURS:g} (default {DEFAULT_GRACE_HOURS:g}); a run folder whose lease was "
+        "renewed lately (a compaction writing it) stays whatever the grace",
     )
     parser.add_argument("--dry-run", action="store_true", help="say what would be removed")
     parser.add_argument(
@@ -315,8 +344,11 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.keep_days is not None and args.keep_days < 0:
         raise UserInputError("--keep-days must be >= 0")
-    if args.grace_hours < 0:
-        raise UserInputError("--grace-hours must be >= 0")
+    if args.grace_hours < MIN_GRACE_HOURS:
+        raise UserInputError(
+            f"--grace-hours {args.grace_hours:g} is shorter than the minimum, "
+            f"{MIN_GRACE_HOURS:g}: files of a compaction still running could go"
+        )
     expirer = Expirer(
         make_client("s3", settings_from(args)),
         args.bucket,
@@ -334,6 +366,7 @@ def run(args: argparse.Namespace) -> int:
         "expired": report.expired,
         "deleted_runs": report.deleted_runs,
         "waiting_runs": report.waiting_runs,
+        "running_runs": report.running_runs,
         "deleted_objects": report.deleted_objects,
         "freed_bytes": report.freed_bytes,
         "lifecycle_rule": report.lifecycle,
@@ -353,6 +386,8 @@ def run(args: argparse.Namespace) -> int:
         f"{len(report.deleted_runs)} unreferenced runs; {len(report.waiting_runs)} wait "
         "for the grace period"
     )
+    for running in report.running_runs:
+        print(f"  left {running} alone: a compaction is writing it (its lease is recent)")
     if report.journal is not None:
         print_journal(report.journal, would)
     if report.lifecycle is not None:

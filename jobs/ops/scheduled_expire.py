@@ -23,7 +23,7 @@ from backup_lambda.errors import BackupError, ConfigError
 from backup_lambda.layout import normalize_prefix
 from compaction.retention import RetentionPolicy
 from jobs.cli.clients import AwsSettings, make_client
-from jobs.ops.expire import DEFAULT_GRACE_HOURS, Expirer
+from jobs.ops.expire import DEFAULT_GRACE_HOURS, MIN_GRACE_HOURS, Expirer
 from jobs.ops.schedule_table import emit
 from jobs.ops.scheduled import ScheduledRunError
 
@@ -53,8 +53,10 @@ class ExpireConfig:
             raise ConfigError(f"KEEP_LAST (a whole number), KEEP_DAYS, GRACE_HOURS: {e}") from e
         if keep_last < 1:
             raise ConfigError(f"KEEP_LAST must be at least 1, got {keep_last}")
-        if (keep_days is not None and keep_days < 0) or (grace is not None and grace < 0):
-            raise ConfigError("KEEP_DAYS and GRACE_HOURS must be >= 0")
+        if keep_days is not None and keep_days < 0:
+            raise ConfigError("KEEP_DAYS must be >= 0")
+        if grace is not None and grace < MIN_GRACE_HOURS:
+            raise ConfigError(f"GRACE_HOURS must be at least {MIN_GRACE_HOURS:g}, got {grace:g}")
         return cls(
             bucket=bucket,
             tables=tables,

@@ -62,6 +62,10 @@ ITEMS = "/v1/items/"
 
 # S3's clock and the bucket's versioning: one GetBucketVersioning per run (compaction.clock)
 BUCKET_CHECK = Step("bucket check", "s3", "GetBucketVersioning")
+# a build's lease in its run folder (written first, renewed while it runs) and the HEADs
+# that confirm every listed file before the manifest is written
+LEASE_PUT = Step("lease put", "s3", "PutObject", url_has("/lease.json"), writes=True)
+COMMIT_HEADS = Step("commit files head", "s3", "HeadObject", url_has("/snapshots/"))
 
 # Reading the state as of a time (compact, restore): the base snapshot and the object
 # versions after it
@@ -88,6 +92,8 @@ COMPACT = (
     Step("manifest commit", "s3", "PutObject", url_has("/manifest.json"), writes=True),
     Step("commit race check", "s3", "ListObjectVersions", url_has("manifest.json")),
     BUCKET_CHECK,
+    LEASE_PUT,
+    COMMIT_HEADS,
 )
 
 # restore into a missing table (--create-table --verify): a bulk load
@@ -152,6 +158,8 @@ IMPORT = (
         writes=True,
     ),
     BUCKET_CHECK,
+    LEASE_PUT,
+    COMMIT_HEADS,
 )
 
 # query: the newest snapshot as it is (its files downloaded at their pinned versions), or

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from backup_lambda.errors import NotFoundError, StorageError
 from backup_lambda.layout import encode_change, items_prefix, key_hash, object_key
 from compaction import catalog
+from compaction.lease import lease_key
 from compaction.manifest import Manifest, snapshot_id
 from compaction.retention import RetentionPolicy, reach_start_us
 from jobs.main import main
@@ -164,8 +165,10 @@ def test_expire_keeps_kept_snapshots_whole_and_removes_the_rest_in_two_steps(
         assert readable(s3, f"{SNAPSHOTS}{gone.id}/expired.json")
         assert all(readable(s3, f.key) for f in gone.files)
     assert sorted(report.waiting_runs) == sorted(
-        [f"{s0.id}/run-{s0.run_id}", f"{s1.id}/run-{s1.run_id}", backup.orphan]
+        [f"{s0.id}/run-{s0.run_id}", f"{s1.id}/run-{s1.run_id}"]
     )
+    # ... and the crashed run's lease is recent: it may still be running (compaction.lease)
+    assert report.running_runs == [backup.orphan]
     assert report.deleted_runs == []
     assert folder_versions(s3, backup.orphan), "the crashed run's files wait for the grace"
     # ... nothing lingers as a delete marker
@@ -187,7 +190,8 @@ def test_expire_keeps_kept_snapshots_whole_and_removes_the_rest_in_two_steps(
     assert sorted(later.deleted_runs) == sorted(
         [f"{s0.id}/run-{s0.run_id}", f"{s1.id}/run-{s1.run_id}", backup.orphan]
     )
-    assert later.deleted_objects == len(s0.files) + len(s1.files) + orphan_files
+    # (each run folder also held its lease, compaction.lease)
+    assert later.deleted_objects == len(s0.files) + 1 + len(s1.files) + 1 + orphan_files
     assert later.freed_bytes >= sum(f.bytes for f in (*s0.files, *s1.files))
     for gone in (s0.id, s1.id, backup.orphan.split("/")[0]):
         assert folder_versions(s3, gone) == [], gone  # files and tombstone, no markers
@@ -265,7 +269,11 @@ def test_keep_last_one_leaves_the_newest_self_contained(
     expire(s3, 1, now=now_us() + SEC, grace_us=0)
     assert committed_ids(s3) == [newest.id]
     remaining = {v["Key"] for v in versions_under(s3, SNAPSHOTS)[0]}
-    assert remaining == {f.key for f in newest.files} | {catalog.manifest_key("", TABLE, newest.id)}
+    lease = lease_key(catalog.run_prefix("", TABLE, newest.id, newest.run_id))
+    assert remaining == {f.key for f in newest.files} | {
+        catalog.manifest_key("", TABLE, newest.id),
+        lease,  # the run's lease stays beside its files (compaction.lease)
+    }
     assert_files_intact(s3, newest)
     assert restore_as_of(s3, dynamodb, newest.as_of_us, "restored") == backup.log.expected(
         newest.as_of_us

@@ -67,8 +67,9 @@ def test_a_failing_table_fails_the_run_after_the_others(
     [
         ({"KEEP_LAST": ""}, "KEEP_LAST"),
         ({"KEEP_LAST": "0"}, "KEEP_LAST must be at least 1"),
-        ({"KEEP_DAYS": "-1"}, "KEEP_DAYS and GRACE_HOURS must be >= 0"),
+        ({"KEEP_DAYS": "-1"}, "KEEP_DAYS must be >= 0"),
         ({"GRACE_HOURS": "soon"}, "GRACE_HOURS"),
+        ({"GRACE_HOURS": "0.5"}, "GRACE_HOURS must be at least 1, got 0.5"),
         ({"BACKUP_TABLES": ""}, "BACKUP_TABLES"),
     ],
 )

@@ -26,6 +26,7 @@ from backup_lambda.layout import Change, encode_change, object_key
 from compaction import catalog
 from compaction.compactor import CompactionConfig, Compactor
 from compaction.executor import DaskUnitExecutor
+from compaction.lease import lease_key
 from compaction.snapshot_io import read_base_rows
 from jobs.cli.clients import AwsSettings, ClientFactory, make_client
 from jobs.demo.standin import local_aws
@@ -116,11 +117,12 @@ def test_dask_and_local_executors_write_the_same_snapshot(
     assert local.counts == distributed.counts
     assert distributed.counts.items == 54
     assert distributed.counts.removed == 6
-    # AND the workers' spills did not stay behind in the bucket (only listed files remain)
+    # AND the workers' spills did not stay behind in the bucket (only listed files remain,
+    # and the run's lease)
     run_root = catalog.run_prefix("", TABLE, distributed.id, distributed.run_id)
     listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=run_root)
     stored = {o["Key"] for o in listing.get("Contents", [])}
-    assert stored == {f.key for f in distributed.files}
+    assert stored == {f.key for f in distributed.files} | {lease_key(run_root)}
 
 
 def test_journal_changes_reach_the_dask_workers(
@@ -316,4 +318,4 @@ def test_import_export_on_dask_matches_local_threads(
     run_root = catalog.run_prefix("", "imp_dask", distributed.id, distributed.run_id)
     listing = s3.list_object_versions(Bucket=BUCKET, Prefix=run_root)
     stored = {v["Key"] for v in listing.get("Versions", [])}
-    assert stored == {f.key for f in distributed.files}
+    assert stored == {f.key for f in distributed.files} | {lease_key(run_root)}
