@@ -128,8 +128,10 @@ class Store:
         write_s: float | None = None,
         name: str | None = None,
         sequence: str | None = None,
+        ttl: bool = False,
     ) -> Change:
-        """A change of `keys` at event time `event_s`, written at `write_s` (default: then)."""
+        """A change of `keys` at event time `event_s`, written at `write_s` (default: then);
+        `ttl`: a removal by DynamoDB's TTL (userIdentity: the service)."""
         event_name = name or ("REMOVE" if image is None else "INSERT")
         sequence = sequence or self.next_sequence()
         change = Change(
@@ -140,6 +142,7 @@ class Store:
             sequence_number=sequence,
             event_time_us=self.clock.at(event_s),
             new_image=None if event_name == "REMOVE" else {**(image or {}), **keys},
+            ttl_expiry=ttl,
         )
         self.changes.append(change)
         self.write(change, event_s if write_s is None else write_s)
