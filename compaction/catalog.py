@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from backup_lambda.errors import ConflictError
+from backup_lambda.errors import ConflictError, CorruptSnapshotError
 from backup_lambda.layout import LAYOUT_DIR, table_root
 from compaction.manifest import Manifest, snapshot_id
 from compaction.s3errors import translate
@@ -56,7 +56,14 @@ def load_manifest(s3: Any, bucket: str, prefix: str, table: str, snapshot: str) 
         raise translate(e, bucket, key) from e
     except BotoCoreError as e:
         raise translate(e, bucket, key) from e
-    return Manifest.from_json(body, f"s3://{bucket}/{key}")
+    try:
+        return Manifest.from_json(body, f"s3://{bucket}/{key}")
+    except CorruptSnapshotError as e:
+        raise CorruptSnapshotError(
+            f"{e}: snapshot {snapshot} cannot be read (its manifest's first S3 version is the "
+            "one compaction committed: copy that back, or delete the manifest to drop the "
+            "snapshot)"
+        ) from e
 
 
 def committed_snapshots(s3: Any, bucket: str, prefix: str, table: str) -> list[Manifest]:

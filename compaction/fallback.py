@@ -38,10 +38,10 @@ def sound_older(s3: Any, bucket: str, prefix: str, table: str, damaged: str) -> 
     for candidate in reversed(catalog.list_snapshot_ids(s3, bucket, prefix, table)):
         if candidate >= damaged:
             continue
-        manifest = catalog.load_manifest(s3, bucket, prefix, table, candidate)
-        if manifest is None:
-            continue
-        try:
+        try:  # an unreadable manifest (or chain) is no candidate
+            manifest = catalog.load_manifest(s3, bucket, prefix, table, candidate)
+            if manifest is None:
+                continue
             chain = load_chain(s3, bucket, prefix, table, manifest)
             files_present(s3, bucket, manifest, chain.levels)
         except CorruptSnapshotError:

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from backup_lambda.errors import CorruptVersionError
+from backup_lambda.errors import CorruptSnapshotError, CorruptVersionError
 from backup_lambda.layout import LAYOUT_VERSION, format_time_us
 from compaction.clock import ClockReading
 
@@ -137,7 +137,7 @@ class Manifest:
         try:
             doc = json.loads(body)
             if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
-                raise CorruptVersionError(f"{where}: not a ddb-backup manifest")
+                raise CorruptSnapshotError(f"{where}: not a ddb-backup manifest")
             if doc.get("version") not in READABLE_VERSIONS:
                 raise CorruptVersionError(
                     f"{where}: manifest version {doc.get('version')!r} is newer than this "
@@ -175,10 +175,12 @@ class Manifest:
                 policy_reason=doc.get("policy_reason"),
                 manifest_version=int(doc["version"]),
             )
-        except CorruptVersionError:
+        except (CorruptVersionError, CorruptSnapshotError):
             raise
         except (ValueError, KeyError, TypeError) as e:
-            raise CorruptVersionError(f"{where}: invalid manifest ({e})") from e
+            # A committed manifest that does not parse is stored data that failed
+            # verification (exit 6), like a snapshot file that does not match it.
+            raise CorruptSnapshotError(f"{where}: invalid manifest ({e})") from e
 
 
 def snapshot_id(as_of_us: int) -> str:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from backup_lambda.errors import CorruptVersionError
+from backup_lambda.errors import CorruptSnapshotError, CorruptVersionError
 from compaction.manifest import (
     MANIFEST_VERSION,
     ClockReading,
@@ -89,5 +89,6 @@ def test_newer_manifest_version_is_refused_with_upgrade_hint() -> None:
     [b"[]", b"{", b'{"format": "other"}', b'{"format": "ddb-backup-snapshot", "version": 2}'],
 )
 def test_malformed_manifest_is_one_clear_error(body: bytes) -> None:
-    with pytest.raises(CorruptVersionError, match=r"s3://b/m\.json"):
+    # stored data that failed verification: exit status 6, like a damaged snapshot file
+    with pytest.raises(CorruptSnapshotError, match=r"s3://b/m\.json"):
         Manifest.from_json(body, "s3://b/m.json")
