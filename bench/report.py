@@ -125,10 +125,15 @@ NOTES = """### What bounds each figure, and where the gap is
   checksums (`open_warm_s`); the queries then run on local files (`parquet_query_path_s`).
   Parquet is scanned column by column with filters pushed down; JSON lines are parsed
   whole. `parquet_bytes_per_item` / `json_gz_bytes_per_item` and their ratio
-  `parquet_over_json_gz_bytes` are issue #14's snapshot-size figure (target <= 1.5). For
-  comparison, the run of 2026-12-03 (before the compact key hash of data layout 2)
-  measured 51.0 bytes/item of Parquet against 7.1 of gzip JSON (7.2x), and local query
-  times of count 0.0018 s, group-by 0.0088 s, point lookup 0.0102 s.
+  `parquet_over_json_gz_bytes` are issue #14's snapshot-size figure (target <= 1.5). The
+  items are synthetic and very regular (every attribute follows from the item's index,
+  rows in key order), so both formats compress far better than real data would; the ratio
+  is the figure to read, not the bytes. For comparison, the run of 2026-12-03 (data
+  layout 1: key hash and version id stored as text) measured 51.0 bytes/item of Parquet
+  against 7.1 of gzip JSON (7.2x), and local query times of count 0.0018 s, group-by
+  0.0088 s, point lookup 0.0102 s, with JSON lines at 0.29-0.47 s on the same queries:
+  compare times through the JSON baseline of the same run, since the machine's load
+  differs between runs.
 - **Lambda (`lambda`, issue #12):** `python -m bench.lambda_throughput --records 2000 --runs
   5`: three modes run alternately in one process, each into its own bucket, through the
   real `handler` (batches of 100): `items_only` is the Lambda before the journal (the
@@ -182,7 +187,12 @@ NOTES = """### What bounds each figure, and where the gap is
     Targets: `restore.chain_over_full` <= 1.2, `query.chain_over_full` <= 1.5 (open plus
     the three queries); answers compared (`same_items`: the two restored tables scanned;
     `same_answers`; `same_snapshot_rows`). `*_chain_over_full` per query are the query
-    times alone, without the open; they are milliseconds, so the ratio is noisy.
+    times alone, without the open; they are milliseconds, so the ratio is noisy. The
+    full snapshot here is built by listing, so a restore from it also reads the journal
+    back the 15-minute write lead (`full_gets` counts those journal objects, still with no
+    ListObjectVersions); the deltas were built from the journal and do not, which is part
+    of why the chain's restore is the faster one here. Restore time is bound by moto's
+    DynamoDB writes on the same CPUs.
 """
 
 
