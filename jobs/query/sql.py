@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -20,10 +21,10 @@ import pyarrow.parquet as pq
 from backup_lambda.errors import CorruptSnapshotError, NotFoundError
 from compaction import catalog
 from compaction.chain import Chain, load_chain
-from compaction.columns import Stats, choose_columns, collect
+from compaction.columns import Stats, choose_columns, collect, is_system_name
 from compaction.fallback import damaged_snapshot
 from compaction.filecache import FileCache
-from compaction.manifest import Column, Manifest, SkippedVersion
+from compaction.manifest import Column, KeyAttribute, Manifest, SkippedVersion
 from compaction.rowformat import DATA_LAYOUT
 from compaction.snapshot_io import empty_typed_table, read_spill, write_parquet, write_spill
 from compaction.state import chosen_snapshot, plan_state, read_state
@@ -136,7 +137,7 @@ class SqlSession:
             raise damaged_snapshot(
                 self._s3, self._bucket, self._prefix, self._table, chosen, e, "query"
             ) from e
-        self._register(levels, list(chosen.columns), manifests)
+        self._register(levels, list(chosen.columns), manifests, chosen.key_schema)
         self.as_of_us = chosen.as_of_us
         self.source = (
             f"snapshot {chosen.id}"
@@ -187,7 +188,8 @@ class SqlSession:
             write_parquet(file, read_spill(spill), columns)
             spill.unlink()
         level = self._level("asof", [str(f) for f in files], [], columns, DATA_LAYOUT)
-        self._register([level], columns, self._manifests())
+        key_schema = plan.base.key_schema if plan.base else ()
+        self._register([level], columns, self._manifests(), key_schema)
         self.change_source = plan.source.kind
         self.as_of_us = as_of_us
         self.source = (
@@ -250,10 +252,18 @@ class SqlSession:
         )
 
     def _register(
-        self, levels: list[Level], columns: list[Column], manifests: list[Manifest]
+        self,
+        levels: list[Level],
+        columns: list[Column],
+        manifests: list[Manifest],
+        key_schema: Sequence[KeyAttribute] = (),
     ) -> None:
         self.con.register("__snapshots_data", snapshots_table(manifests))
         if all(level.data is None for level in levels):
+            # No items: the key attributes are columns all the same (a full snapshot of an
+            # emptied table has no rows to type them by), so that a query naming them
+            # answers no rows, as it does over a chain.
+            columns = _with_keys(columns, key_schema)
             levels = [*levels, self._empty(columns)]
         self.con.execute(f"CREATE VIEW items AS {items_sql(levels, columns)}")
         self.con.execute("CREATE VIEW snapshots AS SELECT * FROM __snapshots_data")
@@ -264,3 +274,19 @@ class SqlSession:
         self.con.execute(f"SET allowed_paths = [{', '.join(literal(p) for p in self._paths)}]")
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
+
+
+_KEY_COLUMN_TYPES = {"S": "varchar", "N": "decimal(38,0)", "B": "blob"}
+
+
+def _with_keys(columns: list[Column], key_schema: Sequence[KeyAttribute]) -> list[Column]:
+    """`columns` with the key attributes they lack first, typed by the key schema."""
+    names = {c.name for c in columns}
+    missing = [
+        Column(k.name, _KEY_COLUMN_TYPES[k.attribute_type])
+        for k in key_schema
+        if k.name not in names
+        and k.attribute_type in _KEY_COLUMN_TYPES
+        and not is_system_name(k.name)
+    ]
+    return [*missing, *columns]

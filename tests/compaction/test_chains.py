@@ -303,3 +303,33 @@ def test_a_crash_before_a_deltas_manifest_leaves_no_snapshot(
     assert chain.content() == full.content()
     assert chain.export_lines() == full.export_lines()
     assert chain.removed == full.removed
+
+
+# --- a table whose items are all removed ------------------------------------------------------
+
+
+def test_an_emptied_table_answers_queries_naming_its_keys_from_a_chain_and_a_full_snapshot(
+    s3_client: Any, store: Store, sim_clock: SimClock
+) -> None:
+    """A full snapshot of no items has no rows to type its columns by, a chain keeps its
+    parent's: either way `items` has the key columns, and a query naming them answers no
+    rows (from the newest snapshot and --as-of alike)."""
+    for i in range(3):
+        store.put(key(i), image(i, (i, 0, False)), event_s=i)
+    compact(s3_client, sim_clock, as_of_s=10, run_s=11)
+    for i in range(3):
+        store.put(key(i), None, event_s=20 + i)
+    head = compact(s3_client, sim_clock, as_of_s=30, run_s=31, config=DELTA).manifest
+    forget(s3_client, head)
+    full = compact(s3_client, sim_clock, as_of_s=30, run_s=32, config=FULL).manifest
+    assert (full.counts.items, full.columns) == (0, ())
+    sql = "SELECT pk, sk, count(*) FROM items WHERE pk = 'k1' GROUP BY pk, sk"
+    for as_of_us in (None, full.as_of_us):
+        with SqlSession(s3_client, BUCKET, "", TABLE) as session:
+            if as_of_us is None:
+                session.open_latest()
+            else:
+                session.open_as_of(as_of_us, read_concurrency=4)
+            assert session.con.execute(sql).fetchall() == []
+            types = {r[0]: r[1] for r in session.con.execute("DESCRIBE items").fetchall()[:2]}
+            assert types == {"pk": "VARCHAR", "sk": "DECIMAL(38,0)"}
