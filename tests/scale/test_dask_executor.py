@@ -27,6 +27,7 @@ from compaction import catalog
 from compaction.compactor import CompactionConfig, Compactor
 from compaction.executor import DaskUnitExecutor
 from compaction.lease import lease_key
+from compaction.policy import SnapshotPolicy
 from compaction.snapshot_io import read_base_rows
 from jobs.cli.clients import AwsSettings, ClientFactory, make_client
 from jobs.demo.standin import local_aws
@@ -319,3 +320,66 @@ def test_import_export_on_dask_matches_local_threads(
     listing = s3.list_object_versions(Bucket=BUCKET, Prefix=run_root)
     stored = {v["Key"] for v in listing.get("Versions", [])}
     assert stored == {f.key for f in distributed.files} | {lease_key(run_root)}
+
+
+def test_dask_builds_and_restores_a_delta_chain_as_threads_do(
+    s3: Any, dynamodb: Any, endpoint: str, dask_executor: DaskUnitExecutor
+) -> None:
+    # GIVEN a full snapshot (16 units) and, after it, updates, removals and a new item
+    table, start = "chained", int(time.time() * SEC) - 1800 * SEC
+    states: dict[str, dict[str, Any]] = {}
+
+    def change(i: int, at_s: int, value: int | None) -> None:
+        keys = {"pk": {"S": f"user#{i}"}, "sk": {"N": str(i % 3)}}
+        image = None if value is None else {**keys, "v": {"N": str(value)}}
+        name = "REMOVE" if image is None else "MODIFY"
+        body = Change(
+            table, keys, name, f"c{at_s}-{i}", str(at_s * 100 + i), start + at_s * SEC, image
+        )
+        s3.put_object(Bucket=BUCKET, Key=object_key("", table, keys), Body=encode_change(body))
+        key = json.dumps([keys["pk"], keys["sk"]], sort_keys=True)
+        if image is None:
+            states.pop(key, None)
+        else:
+            states[key] = image
+
+    for i in range(30):
+        change(i, 0, i)
+    sixteen = CompactionConfig(shard_digits=1)
+    full = Compactor(s3, BUCKET, table, config=sixteen).run(start + 10 * SEC).manifest
+    for i in range(3):
+        change(i, 20, 100 + i)
+    change(5, 21, None)
+    change(30, 22, 30)
+    # WHEN the delta on it is built on dask, and (withdrawn) the same one on threads
+    delta = dataclasses.replace(sixteen, policy=SnapshotPolicy(kind="delta"))
+    factory = ClientFactory("s3", AwsSettings(endpoint_url=endpoint))
+    distributed = (
+        Compactor(s3, BUCKET, table, config=delta, executor=dask_executor, s3_factory=factory)
+        .run(start + 30 * SEC)
+        .manifest
+    )
+    assert (distributed.kind, distributed.parent) == ("delta", full.id)
+    name = catalog.manifest_key("", table, distributed.id)
+    for version in s3.list_object_versions(Bucket=BUCKET, Prefix=name)["Versions"]:
+        s3.delete_object(Bucket=BUCKET, Key=name, VersionId=version["VersionId"])
+    local = Compactor(s3, BUCKET, table, config=delta).run(start + 30 * SEC).manifest
+    # THEN the two deltas hold the same rows, tombstones, export lines and counts
+    assert snapshot_content(s3, distributed) == snapshot_content(s3, local)
+    assert distributed.counts == local.counts
+    assert (local.counts.items, local.counts.removed) == (30, 1)
+    # AND a restore of the chain on dask leaves exactly the state
+    create_table(dynamodb, "chain-dask", {"pk": "S", "sk": "N"})
+    settings = AwsSettings(endpoint_url=endpoint)
+    Restorer(
+        s3,
+        dynamodb,
+        BUCKET,
+        table,
+        "chain-dask",
+        options=RestoreOptions(as_of_us=local.as_of_us, shard_digits=1, verify=True),
+        announce=lambda text: None,
+        executor=dask_executor,
+        client_factories=(ClientFactory("s3", settings), ClientFactory("dynamodb", settings)),
+    ).run()
+    assert target_items(dynamodb, "chain-dask") == states
