@@ -15,7 +15,8 @@ first write, so the journal covers the whole history. Then, on that one table:
    compaction, each withdrawn after it is measured so all start from the same base (their
    items are compared: they must be identical);
 4. a restore `--as-of` after the base with the 1% pending (journal window, no listing);
-5. the changes are committed, then a `scheduled` run finds nothing new (requests counted);
+5. the changes are committed, then two `scheduled` runs find nothing new (requests counted: the
+   first after a manual compact, which refreshes the scheduled state, and the steady state);
 6. a fresh full snapshot, then 7 delta compactions of 1% each, and a full snapshot as of
    the 7th delta's time: restore and query from the chain vs from the full snapshot,
    alternating `runs` times (answers compared).
@@ -307,6 +308,17 @@ def main() -> None:  # noqa: PLR0915 - one scenario, step by step
             counter, lambda: run_compactions(s3, dynamodb, schedule)
         )
         report["scheduled_no_change"] = {
+            "status": outcome[0]["status"],
+            "seconds": round(seconds, 3),
+            **{k: v for k, v in requests.items() if k != "bytes_put"},
+        }
+        # The first scheduled run after a manual `compact` finds its state object stale
+        # (it names an older snapshot), lists the snapshots and rewrites it; every later
+        # run with nothing new is the steady state the target is about.
+        outcome, seconds, requests = counted(
+            counter, lambda: run_compactions(s3, dynamodb, schedule)
+        )
+        report["scheduled_no_change_again"] = {
             "status": outcome[0]["status"],
             "seconds": round(seconds, 3),
             **{k: v for k, v in requests.items() if k != "bytes_put"},
