@@ -76,8 +76,14 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=positive_int,
+        default=2,
+        help="units at once on local threads (as in compact; dask: --dask-workers)",
+    )
+    parser.add_argument(
+        "--write-concurrency",
+        type=positive_int,
         default=8,
-        help="BatchWriteItem calls in flight per unit task (two units run at once locally)",
+        help="BatchWriteItem calls in flight per unit",
     )
     parser.add_argument(
         "--read-concurrency", type=positive_int, default=32, help="S3 GETs in flight per unit"
@@ -178,7 +184,10 @@ def run(args: argparse.Namespace) -> int:
         write_failures(args.failures_out, _NO_FAILURES)  # fails now if it cannot be written
     if args.via == "import-table":
         return importtable.run_command(args, as_of)
-    settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers + 8)
+    settings = settings_from(
+        args,
+        max_pool_connections=(args.read_concurrency + args.write_concurrency) * args.workers + 8,
+    )
     s3 = make_client("s3", settings)
     dynamodb = make_client("dynamodb", settings)
     overrides = overrides_from(args)
@@ -207,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
             key_filter=key_filter,
             max_wcu=args.max_wcu,
             verify=args.verify,
-            workers=args.workers,
+            workers=args.write_concurrency,
+            units_at_once=args.workers,
             read_concurrency=args.read_concurrency,
             shard_digits=args.shard_digits,
             snapshot=args.snapshot,

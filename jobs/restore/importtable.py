@@ -601,7 +601,10 @@ def run_command(args: Any, as_of_us: int) -> int:
             "--via import-table restores the whole table: --keys, --key-prefix and --verify "
             "need the default --via batch-write"
         )
-    settings = settings_from(args, max_pool_connections=args.read_concurrency + args.workers + 8)
+    settings = settings_from(
+        args,
+        max_pool_connections=(args.read_concurrency + args.write_concurrency) * args.workers + 8,
+    )
     announce: Callable[[str], None] = (lambda text: None) if args.json else print
     progress = progress_for(args)
     executor = executor_from(args)
@@ -616,7 +619,8 @@ def run_command(args: Any, as_of_us: int) -> int:
             as_of_us=as_of_us,
             snapshot=args.snapshot,
             dry_run=args.dry_run,
-            workers=args.workers,
+            workers=args.write_concurrency,
+            units_at_once=args.workers,
             read_concurrency=args.read_concurrency,
             max_wcu=args.max_wcu,
             shard_digits=args.shard_digits,

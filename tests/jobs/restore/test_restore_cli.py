@@ -154,3 +154,35 @@ def test_prefix_is_honoured(backup: Backup, capsys: pytest.CaptureFixture[str]) 
     code, _, err = _run(capsys, "--to", "copy")
     assert code == 3
     assert "no backup of table 'orders'" in err
+
+
+def test_workers_means_units_at_once_as_in_compact(
+    backup: Backup,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 17: one meaning per flag. `--workers` is units at once (as in compact and
+    import-export); the BatchWriteItem calls in flight are `--write-concurrency`."""
+    import jobs.restore.restorer as restorer
+
+    seen: list[tuple[int, int]] = []
+    real = restorer.ThreadUnitExecutor
+
+    def counting(at_once: int) -> Any:
+        seen.append((at_once, -1))
+        return real(at_once)
+
+    monkeypatch.setattr(restorer, "ThreadUnitExecutor", counting)
+    real_task = restorer.RestoreTask
+
+    def task(**kwargs: Any) -> Any:
+        seen.append((-1, kwargs["writers"]))
+        return real_task(**kwargs)
+
+    monkeypatch.setattr(restorer, "RestoreTask", task)
+    as_of = _fill(backup)
+    args = ("--to", "copy", "--as-of", _iso(as_of), "--create-table", "--shard-digits", "1")
+    code, _, err = _run(capsys, *args, "--workers", "3", "--write-concurrency", "5")
+    assert (code, err) == (0, "")
+    assert seen == [(3, -1), (-1, 5)]
+    assert backup.target_items("copy") == backup.oracle(as_of)

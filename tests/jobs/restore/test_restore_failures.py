@@ -112,7 +112,7 @@ def test_an_item_too_large_is_named_and_the_restore_stops_with_a_summary(
     # GIVEN a backup whose item (a, 7) is over DynamoDB's item size
     _fill(backup, 30, large=(7,))
     # WHEN restoring (the old code: a StorageError naming no item, no summary)
-    code, out, err = _run(capsys, "--create-table", "--workers", "1")
+    code, out, err = _run(capsys, "--create-table", "--write-concurrency", "1")
     # THEN exit 1, the summary says what landed, and the item is named with the reason
     assert code == 1
     lines = out.splitlines()
@@ -210,7 +210,7 @@ def test_a_fatal_error_while_writing_still_prints_the_summary(
 ) -> None:
     _fill(backup, 100)
     _wrap_dynamodb(monkeypatch, lambda client: Throttling(client, fatal_at=3))
-    code, out, err = _run(capsys, "--create-table", "--workers", "1")
+    code, out, err = _run(capsys, "--create-table", "--write-concurrency", "1")
     assert code == 1
     assert err.count("\n") == 1
     assert "BatchWriteItem on copy: AccessDeniedException" in err
