@@ -163,7 +163,7 @@ def test_workers_means_units_at_once_as_in_compact(
 ) -> None:
     """Issue 17: one meaning per flag. `--workers` is units at once (as in compact and
     import-export); the BatchWriteItem calls in flight are `--write-concurrency`."""
-    import jobs.restore.restorer as restorer
+    from jobs.restore import restorer
 
     seen: list[tuple[int, int]] = []
     real = restorer.ThreadUnitExecutor
