@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 
@@ -91,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Command = args.run
     try:
         args.setting_sources = config.apply(args, config.Config.load())
+        _require_the_executor(args)
         return run(args)
     except UserInputError as e:
         return _fail(str(e), EXIT_USAGE)
@@ -124,6 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+
+
+def _require_the_executor(args: argparse.Namespace) -> None:
+    """A dask-only flag without dask is one line before any request (not after the
+    bucket's checks, which would then name a problem the user did not ask about)."""
+    wants_dask = getattr(args, "executor", None) == "dask" or getattr(args, "scheduler", None)
+    if wants_dask and importlib.util.find_spec("distributed") is None:
+        raise ModuleNotFoundError("No module named 'distributed'", name="distributed")
 
 
 def _fail(message: str, code: int) -> int:
